@@ -1,0 +1,1 @@
+"""Temporal activities: database writes, provider sends, webhook posts."""

@@ -1,0 +1,1 @@
+"""HTTP edge of the hub: Litestar app, controllers, DTOs, auth, provider hooks, CLI."""

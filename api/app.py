@@ -1,0 +1,82 @@
+"""The Litestar application factory; database engine and other clients live in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.controllers.accounts import AccountController
+from api.controllers.agents import AgentController
+from api.controllers.auth import AuthController
+from api.controllers.contacts import ContactController
+from api.controllers.conversations import (
+    ConversationController,
+    MessageController,
+    ServiceAgentConversationController,
+)
+from api.controllers.hooks import HookController
+from api.deps import provide_caller
+from api.errors import EXCEPTION_HANDLERS, request_id_middleware
+from hub import db
+from hub.settings import Settings
+
+log = logging.getLogger("hub.api")
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = db.engine_from_url(settings.resolved_database_url)
+        await db.start(engine, settings.db_pool_size)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            await db.stop(engine)
+
+    app = Litestar(
+        route_handlers=[
+            healthz,
+            AuthController,
+            AgentController,
+            ContactController,
+            AccountController,
+            ConversationController,
+            ServiceAgentConversationController,
+            MessageController,
+            HookController,
+        ],
+        dependencies={"caller": Provide(provide_caller)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[request_id_middleware],
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="Conversation hub",
+            version="1.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
+        debug=False,
+    )
+    app.state.settings = settings
+    return app

@@ -1,0 +1,168 @@
+"""The `hub` command: bootstrap, migrate, serve, and `run` (everything on embedded defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import sys
+from pathlib import Path
+
+
+from hub import accounts, agents, db
+from hub.auth import issue_token
+from hub.errors import HubError
+from hub.settings import Settings
+from hub.tables import Agent
+
+DEMO_NUMBER = "+15550001000"
+
+
+async def _with_db(settings: Settings, work):
+    engine = db.engine_from_url(settings.resolved_database_url)
+    await db.start(engine, pool_size=2)
+    try:
+        await db.migrate(engine)
+        return await work()
+    finally:
+        await db.stop(engine)
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    async def nothing():
+        return None
+
+    asyncio.run(_with_db(settings, nothing))
+    print("migrations applied", file=sys.stderr)
+    return 0
+
+
+def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    if len(args.password) < 8:
+        print("error: --password must have at least 8 characters", file=sys.stderr)
+        return 2
+
+    async def work():
+        customer, agent = await agents.bootstrap(args.customer, args.username, args.password)
+        token = issue_token(agent["id"], customer["id"], settings.jwt_secret, settings.jwt_ttl_seconds)
+        return {"customer_id": str(customer["id"]), "agent_id": str(agent["id"]), "token": token}
+
+    try:
+        result = asyncio.run(_with_db(settings, work))
+    except HubError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+async def ensure_demo(settings: Settings) -> dict:
+    """A demo customer, admin and SMS account on first start; their login is kept in the data dir."""
+    login_file = Path(settings.data_dir) / "demo-login.json"
+    if login_file.exists():
+        demo = json.loads(login_file.read_text())
+        if await Agent.exists().where(Agent.username == demo["username"]):
+            return demo
+    password = secrets.token_urlsafe(12)
+    username = "admin"
+    if await Agent.exists().where(Agent.username == username):
+        username = f"admin-{secrets.token_hex(3)}"
+    customer, agent = await agents.bootstrap("demo", username, password)
+    account = await accounts.create_account(
+        customer["id"],
+        {
+            "type": "sms",
+            "name": "Demo SMS number",
+            "number": DEMO_NUMBER,
+            "sid": "AC" + secrets.token_hex(16),
+            "token": secrets.token_hex(16),
+        },
+    )
+    demo = {
+        "username": username,
+        "password": password,
+        "customer_id": str(customer["id"]),
+        "agent_id": str(agent["id"]),
+        "sms_account_id": str(account["id"]),
+    }
+    login_file.parent.mkdir(parents=True, exist_ok=True)
+    login_file.write_text(json.dumps(demo, indent=2))
+    login_file.chmod(0o600)
+    return demo
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    cmd_migrate(settings, _args)
+    _serve(settings)
+    return 0
+
+
+def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    demo = asyncio.run(_with_db(settings, lambda: ensure_demo(settings)))
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    banner = [
+        "",
+        "Conversation hub is starting on embedded defaults",
+        f"  database : {settings.resolved_database_url}",
+        f"  API      : {base}/v1.0",
+        f"  API docs : {base}/schema  (OpenAPI JSON: {base}/schema/openapi.json)",
+        f"  login    : username={demo['username']} password={demo['password']}",
+        f"             curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' "
+        f"-d '{{\"username\":\"{demo['username']}\",\"password\":\"{demo['password']}\"}}'",
+        f"  SMS hook : {settings.resolved_public_url}/v1.0/hooks/accounts/{demo['sms_account_id']}",
+        "",
+    ]
+    print("\n".join(banner), flush=True)
+    _serve(settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Conversation hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run everything on embedded defaults (SQLite, in-memory stores)")
+    sub.add_parser("serve", help="apply migrations and serve the API")
+    sub.add_parser("migrate", help="apply database migrations")
+    boot = sub.add_parser("bootstrap", help="create a customer and its admin; prints a JSON line")
+    boot.add_argument("--customer", required=True)
+    boot.add_argument("--username", required=True)
+    boot.add_argument("--password", required=True)
+    return parser
+
+
+COMMANDS = {"run": cmd_run, "serve": cmd_serve, "migrate": cmd_migrate, "bootstrap": cmd_bootstrap}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("piccolo").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return COMMANDS[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

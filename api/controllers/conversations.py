@@ -1,0 +1,105 @@
+"""/v1.0/conversations (and the /v1.0/service_agents mirror): read, assign, unassign, delete."""
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, delete, get, post, put
+from litestar.params import Parameter
+
+from api.deps import Caller
+from api.params import PageSize, PageToken
+from api.schemas import ConversationPage, ConversationUpdate, MessagePage, given
+from hub import conversations, messages
+from hub.models import ConversationOut, MessageOut, conversation_out, message_out
+from hub.permissions import check_list_owner_filter
+
+OwnerFilter = Annotated[
+    UUID | None,
+    Parameter(
+        query="owner_id",
+        description="Only conversations of this agent. Required (own id) for agents without "
+        "admin/manager permission; the nil uuid or omission disables the filter.",
+    ),
+]
+
+
+async def _update(caller: Caller, conversation_id: UUID, data: ConversationUpdate) -> ConversationOut:
+    caller.require_admin_or_manager()
+    row = await conversations.update_conversation(caller.customer_id, conversation_id, given(data))
+    return conversation_out(row)
+
+
+async def _unassign(caller: Caller, conversation_id: UUID) -> ConversationOut:
+    row = await conversations.unassign(caller.customer_id, conversation_id, caller.agent_id, caller.permission)
+    return conversation_out(row)
+
+
+class ConversationController(Controller):
+    path = "/v1.0/conversations"
+    tags = ["conversations"]
+
+    @get("/")
+    async def list_conversations(
+        self,
+        caller: Caller,
+        owner_id: OwnerFilter = None,
+        page_size: PageSize = 100,
+        page_token: PageToken = "",
+    ) -> ConversationPage:
+        owner = check_list_owner_filter(caller.agent_id, caller.permission, owner_id)
+        rows, token = await conversations.list_conversations(caller.customer_id, owner, page_size, page_token)
+        return ConversationPage(result=[conversation_out(r) for r in rows], next_page_token=token)
+
+    @get("/{conversation_id:str}")
+    async def get_conversation(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+        return conversation_out(await conversations.get_conversation(caller.customer_id, conversation_id))
+
+    @put("/{conversation_id:str}", summary="Update name, detail or owner_id (admin/manager only)")
+    async def update_conversation(
+        self, caller: Caller, conversation_id: UUID, data: ConversationUpdate
+    ) -> ConversationOut:
+        return await _update(caller, conversation_id, data)
+
+    @post("/{conversation_id:str}/unassign", status_code=200, summary="Unassign (owner or admin/manager)")
+    async def unassign(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+        return await _unassign(caller, conversation_id)
+
+    @delete("/{conversation_id:str}", status_code=200, summary="Soft delete (admin/manager only)")
+    async def delete_conversation(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+        caller.require_admin_or_manager()
+        return conversation_out(await conversations.delete_conversation(caller.customer_id, conversation_id))
+
+    @get("/{conversation_id:str}/messages")
+    async def list_messages(
+        self, caller: Caller, conversation_id: UUID, page_size: PageSize = 100, page_token: PageToken = ""
+    ) -> MessagePage:
+        rows, token = await messages.list_messages(caller.customer_id, conversation_id, page_size, page_token)
+        return MessagePage(result=[message_out(r) for r in rows], next_page_token=token)
+
+
+class ServiceAgentConversationController(Controller):
+    path = "/v1.0/service_agents/conversations"
+    tags = ["service_agents"]
+
+    @put("/{conversation_id:str}", summary="Same as PUT /v1.0/conversations/{id} (admin/manager only)")
+    async def update_conversation(
+        self, caller: Caller, conversation_id: UUID, data: ConversationUpdate
+    ) -> ConversationOut:
+        return await _update(caller, conversation_id, data)
+
+    @post(
+        "/{conversation_id:str}/unassign",
+        status_code=200,
+        summary="Same as POST /v1.0/conversations/{id}/unassign",
+    )
+    async def unassign(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+        return await _unassign(caller, conversation_id)
+
+
+class MessageController(Controller):
+    path = "/v1.0/conversation_messages"
+    tags = ["messages"]
+
+    @get("/{message_id:str}")
+    async def get_message(self, caller: Caller, message_id: UUID) -> MessageOut:
+        return message_out(await messages.get_message(caller.customer_id, message_id))

@@ -1,0 +1,58 @@
+"""Request dependencies: the authenticated caller (Bearer header or ?token=), settings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Request
+from litestar.params import Parameter
+
+from hub import agents
+from hub.auth import read_token
+from hub.errors import Unauthorized
+from hub.permissions import is_admin_or_manager, require_admin_or_manager
+from hub.settings import Settings
+
+
+class Caller(msgspec.Struct, frozen=True):
+    agent_id: UUID
+    customer_id: UUID
+    permission: int
+
+    @property
+    def is_admin_or_manager(self) -> bool:
+        return is_admin_or_manager(self.permission)
+
+    def require_admin_or_manager(self) -> None:
+        require_admin_or_manager(self.permission)
+
+
+async def provide_caller(
+    request: Request,
+    authorization: Annotated[
+        str | None, Parameter(header="Authorization", description="Bearer <jwt>", required=False)
+    ] = None,
+    token: Annotated[
+        str | None, Parameter(query="token", description="The JWT, for clients that cannot set headers")
+    ] = None,
+) -> Caller:
+    jwt_token = token
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Authorization header must be 'Bearer <token>'")
+        jwt_token = value.strip()
+    if not jwt_token:
+        raise Unauthorized("missing token: send 'Authorization: Bearer <token>' or ?token=")
+    settings: Settings = request.app.state.settings
+    agent_id = read_token(jwt_token, settings.jwt_secret)
+    agent = await agents.get_active_agent(agent_id)
+    if agent is None:
+        raise Unauthorized("the token's agent no longer exists")
+    return Caller(agent_id=agent["id"], customer_id=agent["customer_id"], permission=agent["permission"])
+
+
+def provide_settings(request: Request) -> Settings:
+    return request.app.state.settings

@@ -1,0 +1,102 @@
+"""The error envelope {"error": {status, reason, message, request_id}} for every failure."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from http import HTTPStatus
+
+import asyncpg
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from hub.errors import HubError
+
+log = logging.getLogger("hub.api")
+
+# Failures that mean "the database is not reachable right now", not "the request is bad".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    sqlite3.OperationalError,
+)
+
+
+def request_id_of(request: Request) -> str:
+    # Requests that match no route never pass the middleware; they get an id here.
+    state = request.scope.setdefault("state", {})
+    return state.setdefault("request_id", uuid.uuid4().hex)
+
+
+def envelope(request: Request, status: int, message: str, reason: str | None = None) -> Response:
+    reason = reason or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return Response(
+        {"error": {"status": status, "reason": reason, "message": message, "request_id": request_id_of(request)}},
+        status_code=status,
+        headers={"X-Request-ID": request_id_of(request)},
+    )
+
+
+def _validation_message(exc: ValidationException) -> str:
+    details = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for item in details:
+        if isinstance(item, dict):
+            key = item.get("key")
+            msg = item.get("message", "")
+            parts.append(f"{key}: {msg}" if key else str(msg))
+    detail = "; ".join(p for p in parts if p)
+    return f"{exc.detail}: {detail}" if detail else str(exc.detail)
+
+
+def handle_hub_error(request: Request, exc: HubError) -> Response:
+    return envelope(request, exc.status, exc.message, exc.reason)
+
+
+def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, ValidationException):
+        return envelope(request, 400, _validation_message(exc), "bad_request")
+    response = envelope(request, exc.status_code, str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def handle_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable: %s: %s", exc.__class__.__name__, exc)
+    response = envelope(request, 503, "a backing service is unavailable, retry later", "service_unavailable")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return handle_unavailable(request, exc)
+    log.exception("unhandled error (request %s)", request_id_of(request))
+    return envelope(request, 500, "internal error", "internal_error")
+
+
+EXCEPTION_HANDLERS = {
+    HubError: handle_hub_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Gives every request an id (the caller's X-Request-ID when sane) for logs and errors."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+            request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+            scope.setdefault("state", {})["request_id"] = request_id
+        await app(scope, receive, send)
+
+    return middleware

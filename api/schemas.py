@@ -1,0 +1,122 @@
+"""Request and response bodies at the HTTP edge (msgspec Structs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from hub.models import AccountOut, AgentOut, ContactOut, ConversationOut, MessageOut
+
+Name = Annotated[str, Meta(max_length=255)]
+Detail = Annotated[str, Meta(max_length=4096)]
+Username = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^\S+$")]
+Password = Annotated[str, Meta(min_length=8, max_length=1024)]
+Permission = Annotated[int, Meta(ge=0, le=0x60)]
+Secret = Annotated[str, Meta(max_length=4096)]
+Number = Annotated[str, Meta(max_length=32)]
+
+
+class LoginRequest(Struct):
+    username: Annotated[str, Meta(min_length=1, max_length=255)]
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class TokenResponse(Struct):
+    token: str
+
+
+class AgentCreate(Struct, kw_only=True):
+    username: Username
+    password: Password
+    name: Name = ""
+    detail: Detail = ""
+    permission: Permission = 0
+
+
+class AgentUpdate(Struct, kw_only=True):
+    name: Name | UnsetType = UNSET
+    detail: Detail | UnsetType = UNSET
+    permission: Permission | UnsetType = UNSET
+    password: Password | UnsetType = UNSET
+
+
+class ContactAddressIn(Struct, kw_only=True):
+    type: Literal["tel", "line", "email"]
+    target: Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class ContactCreate(Struct, kw_only=True):
+    name: Name = ""
+    detail: Detail = ""
+    addresses: Annotated[list[ContactAddressIn], Meta(max_length=50)] = []
+
+
+class ContactUpdate(Struct, kw_only=True):
+    name: Name | UnsetType = UNSET
+    detail: Detail | UnsetType = UNSET
+    addresses: Annotated[list[ContactAddressIn], Meta(max_length=50)] | UnsetType = UNSET
+
+
+class AccountCreate(Struct, kw_only=True):
+    type: Literal["sms", "line"]
+    name: Name = ""
+    detail: Detail = ""
+    number: Number = ""
+    sid: Name = ""
+    secret: Secret = ""
+    token: Secret = ""
+    message_flow_id: UUID | None = None
+
+
+class AccountUpdate(Struct, kw_only=True):
+    name: Name | UnsetType = UNSET
+    detail: Detail | UnsetType = UNSET
+    number: Number | UnsetType = UNSET
+    sid: Name | UnsetType = UNSET
+    secret: Secret | UnsetType = UNSET
+    token: Secret | UnsetType = UNSET
+    message_flow_id: UUID | None | UnsetType = UNSET
+
+
+class ConversationUpdate(Struct, kw_only=True):
+    """`owner_type` is derived from `owner_id`; a value sent for it is ignored."""
+
+    name: Name | UnsetType = UNSET
+    detail: Detail | UnsetType = UNSET
+    owner_id: UUID | UnsetType = UNSET
+
+
+class AgentPage(Struct):
+    result: list[AgentOut]
+    next_page_token: str
+
+
+class ContactPage(Struct):
+    result: list[ContactOut]
+    next_page_token: str
+
+
+class AccountPage(Struct):
+    result: list[AccountOut]
+    next_page_token: str
+
+
+class ConversationPage(Struct):
+    result: list[ConversationOut]
+    next_page_token: str
+
+
+class MessagePage(Struct):
+    result: list[MessageOut]
+    next_page_token: str
+
+
+def given(body: Struct) -> dict:
+    """The fields a partial-update body actually carries."""
+    return {
+        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET
+    }
+
+

@@ -1,0 +1,47 @@
+"""Addresses and their normalised targets (E.164 for phone numbers, LINE user ids as given)."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+ADDRESS_TYPES = ("tel", "line", "agent", "email")
+_TEL_STRIP = re.compile(r"[\s\-().]")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class Address(msgspec.Struct, kw_only=True, omit_defaults=False):
+    type: str = ""
+    target: str = ""
+    target_name: str = ""
+    name: str = ""
+    detail: str = ""
+
+
+def normalize_tel(raw: str, default_country_code: str = "1") -> str:
+    """Best-effort E.164: keeps '+' and digits, maps '00' to '+', adds the default country code
+    to bare national numbers. Returns "" when nothing usable remains."""
+    value = _TEL_STRIP.sub("", raw or "")
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    if not value.startswith("+"):
+        digits = re.sub(r"\D", "", value)
+        if not digits:
+            return ""
+        if len(digits) == 10 and default_country_code == "1":
+            value = "+1" + digits
+        elif len(digits) == 11 and digits.startswith(default_country_code):
+            value = "+" + digits
+        else:
+            value = "+" + digits
+    value = "+" + re.sub(r"\D", "", value[1:])
+    return value if _E164.match(value) else ""
+
+
+def normalize_target(address_type: str, target: str) -> str:
+    if address_type == "tel":
+        return normalize_tel(target)
+    if address_type == "email":
+        return target.strip().lower()
+    return target.strip()

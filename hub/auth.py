@@ -1,0 +1,47 @@
+"""Password hashing (Argon2id) and the hub's JSON Web Tokens (HS256)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from uuid import UUID
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from hub.errors import Unauthorized
+
+_hasher = PasswordHasher()
+
+
+async def hash_password(password: str) -> str:
+    # Argon2 is deliberately slow; keep it off the event loop.
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return await asyncio.to_thread(_hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def issue_token(agent_id: UUID, customer_id: UUID, secret: str, ttl_seconds: int) -> str:
+    now = int(time.time())
+    claims = {
+        "sub": str(agent_id),
+        "customer_id": str(customer_id),
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def read_token(token: str, secret: str) -> UUID:
+    """The agent id a valid token names; anything else is Unauthorized."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+        return UUID(claims["sub"])
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise Unauthorized("invalid or expired token") from exc

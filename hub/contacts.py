@@ -1,0 +1,131 @@
+"""Contacts of a customer and their addresses; they name the peer in automatic titles."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+from hub.addresses import normalize_target
+from hub.db import current_engine, transaction
+from hub.errors import BadRequest
+from hub.models import ContactAddressOut, ContactOut
+from hub.pagination import fetch_page
+from hub.repo import get_scoped, soft_delete, update_scoped
+from hub.tables import Contact, ContactAddress
+
+CONTACT_ADDRESS_TYPES = ("tel", "line", "email")
+
+
+def normalize_addresses(addresses: list[dict[str, str]]) -> list[dict[str, str]]:
+    result = []
+    for i, address in enumerate(addresses):
+        kind = address["type"]
+        if kind not in CONTACT_ADDRESS_TYPES:
+            raise BadRequest(f"addresses[{i}].type must be one of {', '.join(CONTACT_ADDRESS_TYPES)}")
+        target = normalize_target(kind, address["target"])
+        if not target:
+            raise BadRequest(f"addresses[{i}].target is not a valid {kind} address")
+        result.append({"type": kind, "target": target})
+    return result
+
+
+async def _replace_addresses(customer_id: UUID, contact_id: UUID, addresses: list[dict[str, str]]) -> None:
+    await ContactAddress.delete().where(ContactAddress.contact_id == contact_id)
+    if addresses:
+        await ContactAddress.insert(
+            *[
+                ContactAddress(
+                    id=uuid.uuid4(),
+                    contact_id=contact_id,
+                    customer_id=customer_id,
+                    type=a["type"],
+                    target=a["target"],
+                    position=i,
+                )
+                for i, a in enumerate(addresses)
+            ]
+        )
+
+
+async def contact_out(row: dict[str, Any]) -> ContactOut:
+    addresses = (
+        await ContactAddress.select(ContactAddress.type, ContactAddress.target)
+        .where(ContactAddress.contact_id == row["id"])
+        .order_by(ContactAddress.position)
+    )
+    return ContactOut(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        name=row["name"],
+        detail=row["detail"],
+        addresses=[ContactAddressOut(**a) for a in addresses],
+        tm_create=row["tm_create"],
+        tm_update=row["tm_update"],
+        tm_delete=row["tm_delete"],
+    )
+
+
+async def create_contact(
+    customer_id: UUID, name: str, detail: str, addresses: list[dict[str, str]]
+) -> ContactOut:
+    addresses = normalize_addresses(addresses)
+    contact_id = uuid.uuid4()
+    async with transaction(current_engine()):
+        await Contact.insert(Contact(id=contact_id, customer_id=customer_id, name=name, detail=detail))
+        await _replace_addresses(customer_id, contact_id, addresses)
+    return await contact_out(await get_scoped(Contact, customer_id, contact_id))
+
+
+async def get_contact(customer_id: UUID, contact_id: UUID) -> ContactOut:
+    return await contact_out(await get_scoped(Contact, customer_id, contact_id))
+
+
+async def list_contacts(customer_id: UUID, page_size: int, page_token: str) -> tuple[list[ContactOut], str]:
+    rows, token = await fetch_page(
+        Contact, [Contact.customer_id == customer_id, Contact.tm_delete.is_null()], page_size, page_token
+    )
+    return [await contact_out(r) for r in rows], token
+
+
+async def update_contact(customer_id: UUID, contact_id: UUID, values: dict[str, Any]) -> ContactOut:
+    values = dict(values)
+    addresses = values.pop("addresses", None)
+    if addresses is not None:
+        addresses = normalize_addresses(addresses)
+    async with transaction(current_engine()):
+        row = await update_scoped(Contact, customer_id, contact_id, values)
+        if addresses is not None:
+            await _replace_addresses(customer_id, contact_id, addresses)
+    return await contact_out(row)
+
+
+async def delete_contact(customer_id: UUID, contact_id: UUID) -> ContactOut:
+    async with transaction(current_engine()):
+        row = await soft_delete(Contact, customer_id, contact_id)
+        await ContactAddress.delete().where(ContactAddress.contact_id == contact_id)
+    return await contact_out(row)
+
+
+async def find_contact_name(customer_id: UUID, address_type: str, target: str) -> str:
+    """The name of the first contact (oldest) holding this normalised address, or ""."""
+    if not target:
+        return ""
+    hit = (
+        await ContactAddress.select(ContactAddress.contact_id)
+        .where(
+            ContactAddress.customer_id == customer_id,
+            ContactAddress.type == address_type,
+            ContactAddress.target == target,
+        )
+        .output(as_list=True)
+    )
+    if not hit:
+        return ""
+    row = (
+        await Contact.select(Contact.name)
+        .where(Contact.id.is_in(hit), Contact.tm_delete.is_null())
+        .order_by(Contact.tm_create)
+        .first()
+    )
+    return row["name"] if row else ""

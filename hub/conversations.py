@@ -1,0 +1,177 @@
+"""Conversations: listing, reading, assignment, deletion, and room matching by upsert."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from hub import events
+from hub.addresses import Address
+from hub.db import current_engine, transaction
+from hub.errors import BadRequest
+from hub.models import conversation_out
+from hub.pagination import fetch_page
+from hub.permissions import NIL_UUID, check_unassign, owner_type_for
+from hub.repo import get_scoped, now
+from hub.tables import Agent, Conversation
+
+BAD_OWNER = "owner_id does not reference an agent of this customer"
+
+
+async def list_conversations(
+    customer_id: UUID, owner_id: UUID | None, page_size: int, page_token: str
+) -> tuple[list[dict[str, Any]], str]:
+    conditions = [Conversation.customer_id == customer_id, Conversation.tm_delete.is_null()]
+    if owner_id is not None:
+        conditions.append(Conversation.owner_id == owner_id)
+    return await fetch_page(Conversation, conditions, page_size, page_token)
+
+
+async def get_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
+    return await get_scoped(Conversation, customer_id, conversation_id)
+
+
+def _updated_event(row: dict[str, Any]):
+    return events.event_row(
+        events.CONVERSATION_UPDATED,
+        row["customer_id"],
+        conversation_out(row),
+        conversation_id=row["id"],
+        owner_id=row["owner_id"],
+    )
+
+
+async def _validate_owner(customer_id: UUID, owner_id: UUID) -> None:
+    if owner_id == NIL_UUID:
+        return
+    # Unknown agent and another customer's agent answer identically, on purpose.
+    exists = await Agent.exists().where(
+        Agent.id == owner_id, Agent.customer_id == customer_id, Agent.tm_delete.is_null()
+    )
+    if not exists:
+        raise BadRequest(BAD_OWNER)
+
+
+async def update_conversation(
+    customer_id: UUID, conversation_id: UUID, values: dict[str, Any]
+) -> dict[str, Any]:
+    """Partial update of name, detail and owner_id; owner_type follows owner_id."""
+    values = {k: v for k, v in values.items() if k in ("name", "detail", "owner_id")}
+    if "owner_id" in values:
+        await _validate_owner(customer_id, values["owner_id"])
+        values["owner_type"] = owner_type_for(values["owner_id"])
+    async with transaction(current_engine()):
+        await get_conversation(customer_id, conversation_id)
+        if not values:
+            return await get_conversation(customer_id, conversation_id)
+        values["tm_update"] = now()
+        await Conversation.update({getattr(Conversation, k): v for k, v in values.items()}).where(
+            Conversation.id == conversation_id
+        )
+        row = await get_conversation(customer_id, conversation_id)
+        await events.emit(_updated_event(row))
+    return row
+
+
+async def unassign(
+    customer_id: UUID, conversation_id: UUID, agent_id: UUID, permission: int
+) -> dict[str, Any]:
+    async with transaction(current_engine()):
+        row = await get_conversation(customer_id, conversation_id)
+        check_unassign(agent_id, permission, row["owner_id"])
+        # The owner condition keeps a concurrent reassignment from being undone by a stale check.
+        changed = await Conversation.update(
+            {Conversation.owner_id: NIL_UUID, Conversation.owner_type: "", Conversation.tm_update: now()}
+        ).where(Conversation.id == conversation_id, Conversation.owner_id == row["owner_id"]).returning(
+            Conversation.id
+        )
+        row = await get_conversation(customer_id, conversation_id)
+        if not changed:
+            check_unassign(agent_id, permission, row["owner_id"])
+        await events.emit(_updated_event(row))
+    return row
+
+
+async def unassign_all(customer_id: UUID, agent_id: UUID) -> None:
+    """Unassign every live conversation of `agent_id`; call inside a transaction."""
+    rows = (
+        await Conversation.update(
+            {Conversation.owner_id: NIL_UUID, Conversation.owner_type: "", Conversation.tm_update: now()}
+        )
+        .where(
+            Conversation.customer_id == customer_id,
+            Conversation.owner_id == agent_id,
+            Conversation.tm_delete.is_null(),
+        )
+        .returning(*Conversation.all_columns())
+    )
+    await events.emit(*[_updated_event(row) for row in rows])
+
+
+async def delete_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
+    async with transaction(current_engine()):
+        await get_conversation(customer_id, conversation_id)
+        stamp = now()
+        await Conversation.update({Conversation.tm_delete: stamp, Conversation.tm_update: stamp}).where(
+            Conversation.id == conversation_id
+        )
+        row = await get_scoped(Conversation, customer_id, conversation_id, include_deleted=True)
+        await events.emit(
+            events.event_row(
+                events.CONVERSATION_DELETED,
+                customer_id,
+                conversation_out(row),
+                conversation_id=conversation_id,
+                owner_id=row["owner_id"],
+            )
+        )
+    return row
+
+
+_UPSERT = """
+INSERT INTO conversations (id, customer_id, account_id, type, name, detail, owner_type, owner_id,
+    self_target, peer_target, self_address, peer_address, tm_create, tm_update, tm_delete)
+VALUES ({}, {}, {}, {}, {}, {}, '', {}, {}, {}, {}, {}, {}, {}, NULL)
+ON CONFLICT (customer_id, account_id, type, self_target, peer_target) WHERE tm_delete IS NULL
+DO UPDATE SET peer_target = excluded.peer_target
+RETURNING *
+"""
+
+
+async def upsert_room(
+    customer_id: UUID,
+    account_id: UUID,
+    conversation_type: str,
+    self_address: Address,
+    peer_address: Address,
+    title: tuple[str, str],
+) -> tuple[dict[str, Any], bool]:
+    """The live conversation of this room key, created if there is none; and whether it was.
+
+    One statement, so N concurrent first messages from a peer meet at the unique index and all
+    land in the same conversation. On PostgreSQL the row stays locked until the caller's
+    transaction ends, which orders concurrent writers per conversation."""
+    new_id = uuid.uuid4()
+    stamp = now()
+    rows = await Conversation.raw(
+        _UPSERT,
+        new_id,
+        customer_id,
+        account_id,
+        conversation_type,
+        title[0],
+        title[1],
+        NIL_UUID,
+        self_address.target,
+        peer_address.target,
+        msgspec.json.encode(self_address).decode(),
+        msgspec.json.encode(peer_address).decode(),
+        stamp,
+        stamp,
+    )
+    # Read back through Piccolo so both engines hand out the same Python types.
+    row = await Conversation.select().where(Conversation.id == rows[0]["id"]).first()
+    return row, str(row["id"]) == str(new_id)

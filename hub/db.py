@@ -1,0 +1,89 @@
+"""Database engines: building one from a URL, binding the tables to it, migrations, transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached; callers answer 503 so clients retry."""
+
+
+def engine_from_url(url: str) -> Engine:
+    parsed = urlparse(url)
+    if parsed.scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        return PostgresEngine(config={"dsn": dsn})
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parsed.path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Concurrent writers wait for the lock instead of failing at once.
+        return SQLiteEngine(path=path, timeout=30)
+    raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}: use postgresql:// or sqlite:///")
+
+
+def use_engine(engine: Engine) -> None:
+    """Bind every hub table (and Piccolo's migration table) to `engine`."""
+    from piccolo.apps.migrations.tables import Migration
+
+    from hub import piccolo_conf
+    from hub.tables import TABLES
+
+    piccolo_conf.DB = engine
+    for table in [*TABLES, Migration]:
+        table._meta.db = engine
+
+
+async def start(engine: Engine, pool_size: int = 10) -> None:
+    use_engine(engine)
+    if isinstance(engine, PostgresEngine):
+        await engine.start_connection_pool(min_size=1, max_size=pool_size)
+    else:
+        # WAL lets readers proceed while one writer holds the lock.
+        await engine.run_ddl("PRAGMA journal_mode=WAL")
+
+
+async def stop(engine: Engine) -> None:
+    if isinstance(engine, PostgresEngine) and engine.pool:
+        await engine.close_connection_pool()
+
+
+async def migrate(engine: Engine, quiet: bool = True) -> None:
+    """Apply all pending migrations of the hub app to `engine`."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    use_engine(engine)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
+        result = await run_forwards(app_name="hub")
+    if not result.success:
+        raise RuntimeError(f"migrations failed: {result.message}\n{out.getvalue()}")
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: Engine) -> AsyncIterator[None]:
+    """A write transaction; SQLite takes the write lock up front to avoid upgrade deadlocks."""
+    if isinstance(engine, SQLiteEngine):
+        ctx = engine.transaction(transaction_type=TransactionType.immediate)
+    else:
+        ctx = engine.transaction()
+    async with ctx:
+        yield
+
+
+def current_engine() -> Engine:
+    from hub.tables import Conversation
+
+    return Conversation._meta.db

@@ -1,0 +1,133 @@
+"""Inbound messages: dedupe, room matching, storage and events, in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from hub import events
+from hub.accounts import CONVERSATION_TYPE
+from hub.addresses import Address
+from hub.contacts import find_contact_name
+from hub.conversations import upsert_room
+from hub.db import current_engine, transaction
+from hub.models import Media, MessageReceived, conversation_out, message_out
+from hub.repo import now
+from hub.tables import Conversation, Message
+from hub.titles import auto_title
+
+
+@dataclass
+class InboundMessage:
+    account: dict[str, Any]
+    peer: Address
+    self_address: Address
+    provider_message_id: str
+    text: str = ""
+    medias: list[Media] = field(default_factory=list)
+    # A display name the provider told us (LINE profile); SMS peers are named by contacts.
+    peer_display_name: str = ""
+
+
+@dataclass
+class InboundResult:
+    conversation: dict[str, Any]
+    message: dict[str, Any]
+    conversation_created: bool
+    duplicate: bool
+
+
+class _Duplicate(Exception):
+    pass
+
+
+async def _existing(account_id: uuid.UUID, provider_message_id: str) -> dict[str, Any] | None:
+    return (
+        await Message.select()
+        .where(Message.account_id == account_id, Message.provider_message_id == provider_message_id)
+        .first()
+    )
+
+
+async def _result_for_duplicate(message: dict[str, Any]) -> InboundResult:
+    conversation = await Conversation.select().where(Conversation.id == message["conversation_id"]).first()
+    return InboundResult(conversation, message, conversation_created=False, duplicate=True)
+
+
+async def store_inbound(inbound: InboundMessage) -> InboundResult:
+    account = inbound.account
+    existing = await _existing(account["id"], inbound.provider_message_id)
+    if existing:
+        return await _result_for_duplicate(existing)
+
+    conversation_type = CONVERSATION_TYPE[account["type"]]
+    known_name = inbound.peer_display_name or await find_contact_name(
+        account["customer_id"], inbound.peer.type, inbound.peer.target
+    )
+    peer = msgspec.structs.replace(inbound.peer, target_name=known_name)
+    title = auto_title(conversation_type, peer.target, known_name)
+
+    try:
+        async with transaction(current_engine()):
+            conversation, created = await upsert_room(
+                account["customer_id"], account["id"], conversation_type, inbound.self_address, peer, title
+            )
+            message_id = uuid.uuid4()
+            stamp = now()
+            inserted = (
+                await Message.insert(
+                    Message(
+                        id=message_id,
+                        customer_id=account["customer_id"],
+                        conversation_id=conversation["id"],
+                        account_id=account["id"],
+                        direction="incoming",
+                        status="done",
+                        source=msgspec.json.encode(peer).decode(),
+                        destination=msgspec.json.encode(inbound.self_address).decode(),
+                        text=inbound.text,
+                        medias=msgspec.json.encode(inbound.medias).decode(),
+                        provider_message_id=inbound.provider_message_id,
+                        tm_create=stamp,
+                        tm_update=stamp,
+                    )
+                )
+                .on_conflict(action="DO NOTHING")
+                .returning(Message.id)
+            )
+            if not inserted:
+                # A concurrent delivery of the same provider message won; undo the upsert too.
+                raise _Duplicate
+            message = await Message.select().where(Message.id == message_id).first()
+            await events.emit(*_inbound_events(conversation, message, created))
+    except _Duplicate:
+        existing = await _existing(account["id"], inbound.provider_message_id)
+        return await _result_for_duplicate(existing)
+    return InboundResult(conversation, message, conversation_created=created, duplicate=False)
+
+
+def _inbound_events(conversation: dict[str, Any], message: dict[str, Any], created: bool) -> list:
+    customer_id, conversation_id = conversation["customer_id"], conversation["id"]
+    owner_id = conversation["owner_id"]
+    out = message_out(message)
+    rows = []
+    if created:
+        rows.append(
+            events.event_row(
+                events.CONVERSATION_CREATED, customer_id, conversation_out(conversation), conversation_id, owner_id
+            )
+        )
+    rows.append(events.event_row(events.MESSAGE_CREATED, customer_id, out, conversation_id, owner_id))
+    rows.append(
+        events.event_row(
+            events.MESSAGE_RECEIVED,
+            customer_id,
+            MessageReceived(conversation_id=conversation_id, message=out),
+            conversation_id,
+            owner_id,
+        )
+    )
+    return rows

@@ -1,0 +1,140 @@
+"""Public representations of hub objects, shared by API responses and event payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from hub.addresses import Address
+
+
+class Media(msgspec.Struct, kw_only=True):
+    type: str = ""
+    url: str = ""
+
+
+class CustomerOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    name: str
+    webhook_uri: str
+    webhook_method: str
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class AgentOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    username: str
+    name: str
+    detail: str
+    permission: int
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class ContactAddressOut(msgspec.Struct, kw_only=True):
+    type: str
+    target: str
+
+
+class ContactOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    name: str
+    detail: str
+    addresses: list[ContactAddressOut]
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class AccountOut(msgspec.Struct, kw_only=True):
+    """`secret` and `token` are write-only and deliberately absent."""
+
+    id: UUID
+    customer_id: UUID
+    type: str
+    name: str
+    detail: str
+    number: str
+    sid: str
+    message_flow_id: UUID | None
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class ConversationOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    account_id: UUID
+    type: str
+    name: str
+    detail: str
+    owner_type: str
+    owner_id: UUID
+    self_: Address = msgspec.field(name="self")
+    peer: Address
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class MessageOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    conversation_id: UUID
+    direction: str
+    status: str
+    source: Address
+    destination: Address
+    text: str
+    medias: list[Media]
+    provider_message_id: str
+    activeflow_id: UUID | None
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class MessageReceived(msgspec.Struct, kw_only=True):
+    conversation_id: UUID
+    message: MessageOut
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value in (None, ""):
+        return default
+    if isinstance(value, (str, bytes)):
+        return msgspec.json.decode(value)
+    return value
+
+
+def conversation_out(row: dict[str, Any]) -> ConversationOut:
+    data = dict(row)
+    data["self"] = _json(data.pop("self_address", None), {})
+    data["peer"] = _json(data.pop("peer_address", None), {})
+    return msgspec.convert(data, ConversationOut, strict=False)
+
+
+def message_out(row: dict[str, Any]) -> MessageOut:
+    data = dict(row)
+    data["source"] = _json(data.get("source"), {})
+    data["destination"] = _json(data.get("destination"), {})
+    data["medias"] = _json(data.get("medias"), [])
+    data["provider_message_id"] = data.get("provider_message_id") or ""
+    return msgspec.convert(data, MessageOut, strict=False)
+
+
+def to_builtins(obj: msgspec.Struct) -> Any:
+    return msgspec.to_builtins(obj)
+
+
+def encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()

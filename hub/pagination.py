@@ -1,0 +1,58 @@
+"""Keyset pagination, newest first, over (tm_create, id): stable under concurrent inserts."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from piccolo.table import Table
+
+from hub.errors import BadRequest
+
+MAX_PAGE_SIZE = 100
+
+
+def encode_token(tm_create: datetime, row_id: UUID) -> str:
+    raw = msgspec.json.encode([tm_create.isoformat(), str(row_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> tuple[datetime, UUID]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        tm, row_id = msgspec.json.decode(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(tm), UUID(row_id)
+    except (ValueError, TypeError, binascii.Error, msgspec.DecodeError) as exc:
+        raise BadRequest("page_token is not a token this API issued") from exc
+
+
+def check_page_size(page_size: int) -> int:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadRequest(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+    return page_size
+
+
+async def fetch_page(
+    table: type[Table], conditions: list[Any], page_size: int, page_token: str
+) -> tuple[list[dict[str, Any]], str]:
+    """One page of `table` rows matching all `conditions`, and the token of the next page ("")."""
+    page_size = check_page_size(page_size)
+    tm_create, row_id = table.tm_create, table._meta.primary_key  # type: ignore[attr-defined]
+    where = list(conditions)
+    if page_token:
+        tm, last_id = decode_token(page_token)
+        where.append((tm_create < tm) | ((tm_create == tm) & (row_id < last_id)))
+    query = table.select().order_by(tm_create, row_id, ascending=False).limit(page_size + 1)
+    if where:
+        query = query.where(*where)
+    rows = await query
+    next_token = ""
+    if len(rows) > page_size:
+        rows = rows[:page_size]
+        last = rows[-1]
+        next_token = encode_token(last["tm_create"], last["id"])
+    return rows, next_token

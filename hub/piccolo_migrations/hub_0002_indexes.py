@@ -1,0 +1,35 @@
+"""Room-key uniqueness, provider message dedupe and the indexes behind keyset pagination."""
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.engine import engine_finder
+
+ID = "2026-11-25T11:30:00:000000"
+VERSION = "1.38.0"
+DESCRIPTION = "room key, dedupe and pagination indexes"
+
+# Both PostgreSQL and SQLite (>= 3.8) support partial unique indexes with this syntax.
+STATEMENTS = [
+    # One live conversation per room key; deleted ones never match.
+    "CREATE UNIQUE INDEX conversations_room_key ON conversations "
+    "(customer_id, account_id, type, self_target, peer_target) WHERE tm_delete IS NULL",
+    "CREATE INDEX conversations_customer_page ON conversations (customer_id, tm_create, id)",
+    "CREATE INDEX conversations_owner_page ON conversations "
+    "(customer_id, owner_id, tm_create, id)",
+    # A provider retry of the same message id stores nothing new.
+    "CREATE UNIQUE INDEX messages_provider_id ON messages (account_id, provider_message_id)",
+    "CREATE INDEX messages_conversation_page ON messages (conversation_id, tm_create, id)",
+    "CREATE INDEX contact_addresses_lookup ON contact_addresses (customer_id, type, target)",
+    "CREATE INDEX events_customer_seq ON events (customer_id, seq)",
+]
+
+
+async def forwards():
+    manager = MigrationManager(migration_id=ID, app_name="hub", description=DESCRIPTION)
+
+    async def create_indexes():
+        engine = engine_finder()
+        for statement in STATEMENTS:
+            await engine.run_ddl(statement)
+
+    manager.add_raw(create_indexes)
+    return manager

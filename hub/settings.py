@@ -1,0 +1,61 @@
+"""The one settings object, read from HUB_* environment variables with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = ".hub"
+    # Empty means an SQLite file inside data_dir.
+    database_url: str = ""
+    # Empty means in-memory stores and channels.
+    redis_url: str = ""
+    # Empty means `hub run` starts a Temporal dev server.
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "hub"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # Empty means http://{http_host}:{http_port}; providers sign requests to this base.
+    public_url: str = ""
+    jwt_secret: str = "change-me-in-production-please-32b"
+    jwt_ttl_seconds: int = 7 * 24 * 3600
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"HUB_{f.name.upper()}")
+            if raw is None:
+                continue
+            if f.type == "int":
+                try:
+                    values[f.name] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"HUB_{f.name.upper()} must be an integer, got {raw!r}") from exc
+            elif f.type == "bool":
+                values[f.name] = _env_bool(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'hub.sqlite'}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")

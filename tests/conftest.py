@@ -1,0 +1,132 @@
+"""Shared fixtures: a throwaway PostgreSQL database, an SQLite file, the app and its client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+import httpx
+import uvicorn
+
+from api.app import create_app
+from hub import db
+from hub.settings import Settings
+
+PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.helpers import JWT_SECRET, PUBLIC_URL  # noqa: E402
+
+
+def _database_dsn(name: str) -> str:
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+async def pg_url():
+    """A fresh database per test session, dropped at the end."""
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _database_dsn(name)
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, tmp_path_factory) -> Settings:
+    return Settings(
+        database_url=pg_url,
+        data_dir=str(tmp_path_factory.mktemp("hubdata")),
+        jwt_secret=JWT_SECRET,
+        public_url=PUBLIC_URL,
+    )
+
+
+@pytest.fixture(scope="session")
+async def pg_engine(settings: Settings):
+    engine = db.engine_from_url(settings.resolved_database_url)
+    await db.migrate(engine)
+    await db.start(engine, pool_size=20)
+    yield engine
+    await db.stop(engine)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_engine():
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = db.engine_from_url(f"sqlite:///{Path(tmp) / 'hub.sqlite'}")
+        await db.migrate(engine)
+        await db.start(engine)
+        yield engine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+async def app_client(settings: Settings, pg_engine):
+    """The app served by a real uvicorn on a free port, in the tests' event loop."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
+        yield client
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def pg(pg_engine):
+    """Tables bound to the PostgreSQL test database for this test."""
+    db.use_engine(pg_engine)
+    return pg_engine
+
+
+@pytest.fixture
+async def client(app_client, pg):
+    return app_client
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def any_engine(request, pg_engine, sqlite_engine):
+    """Runs a repository-level test once on each database engine."""
+    engine = pg_engine if request.param == "postgres" else sqlite_engine
+    db.use_engine(engine)
+    return engine
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._hub_exitstatus = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    # temporalio can crash the interpreter while it finalizes (sdk-python issue 300), which would
+    # turn a passed run into exit 134/139. Leave with pytest's own status before that can happen.
+    status = getattr(config, "_hub_exitstatus", None)
+    if status is not None and os.environ.get("HUB_TEST_HARD_EXIT", "1") == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

@@ -1,0 +1,93 @@
+"""Test helpers: tenants with agents of every permission, signed Twilio-format inbound posts."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from twilio.request_validator import RequestValidator
+
+from hub import accounts, agents
+from hub.auth import issue_token
+from hub.permissions import ADMIN, MANAGER
+
+JWT_SECRET = "test-secret-for-the-hub-test-suite-0123456789"
+PUBLIC_URL = "http://hub.test"
+
+
+@dataclass
+class Member:
+    id: uuid.UUID
+    token: str
+    username: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Tenant:
+    customer_id: uuid.UUID
+    admin: Member
+    manager: Member
+    agent: Member
+    other_agent: Member
+    account: dict
+    auth_token: str
+    extra: dict = field(default_factory=dict)
+
+
+async def make_member(customer_id: uuid.UUID, permission: int, label: str) -> Member:
+    username = f"{label}-{uuid.uuid4().hex[:10]}"
+    row = await agents.create_agent(customer_id, username, "password-123", name=label, permission=permission)
+    return Member(row["id"], issue_token(row["id"], customer_id, JWT_SECRET, 3600), username)
+
+
+async def make_tenant(number: str = "+15550001000") -> Tenant:
+    customer = await agents.create_customer(f"customer-{uuid.uuid4().hex[:6]}")
+    cid = customer["id"]
+    auth_token = secrets.token_hex(16)
+    account = await accounts.create_account(
+        cid, {"type": "sms", "name": "Main line", "number": number, "sid": "AC" + "0" * 32, "token": auth_token}
+    )
+    return Tenant(
+        customer_id=cid,
+        admin=await make_member(cid, ADMIN, "admin"),
+        manager=await make_member(cid, MANAGER, "manager"),
+        agent=await make_member(cid, 0, "agent"),
+        other_agent=await make_member(cid, 0, "other"),
+        account=account,
+        auth_token=auth_token,
+    )
+
+
+def sms_params(
+    sender: str = "+14155551234",
+    to: str = "+15550001000",
+    body: str = "hello",
+    sid: str | None = None,
+    media: list[tuple[str, str]] | None = None,
+) -> dict[str, str]:
+    params = {
+        "MessageSid": sid or "SM" + uuid.uuid4().hex,
+        "AccountSid": "AC" + "0" * 32,
+        "From": sender,
+        "To": to,
+        "Body": body,
+        "NumMedia": str(len(media or [])),
+    }
+    for i, (content_type, url) in enumerate(media or []):
+        params[f"MediaContentType{i}"] = content_type
+        params[f"MediaUrl{i}"] = url
+    return params
+
+
+def signed_sms(account_id, auth_token: str, params: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    """Path, form body and headers exactly as a Twilio-compatible provider would post them."""
+    path = f"/v1.0/hooks/accounts/{account_id}"
+    signature = RequestValidator(auth_token).compute_signature(PUBLIC_URL + path, params)
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
+    return path, urlencode(params).encode(), headers

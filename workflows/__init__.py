@@ -1,0 +1,1 @@
+"""Temporal workflow classes: deterministic orchestration only."""

@@ -10,7 +10,6 @@ import secrets
 import sys
 from pathlib import Path
 
-
 from hub import accounts, agents, db
 from hub.auth import issue_token
 from hub.errors import HubError
@@ -125,7 +124,7 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         f"  API docs : {base}/schema  (OpenAPI JSON: {base}/schema/openapi.json)",
         f"  login    : username={demo['username']} password={demo['password']}",
         f"             curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' "
-        f"-d '{{\"username\":\"{demo['username']}\",\"password\":\"{demo['password']}\"}}'",
+        f'-d \'{{"username":"{demo["username"]}","password":"{demo["password"]}"}}\'',
         f"  SMS hook : {settings.resolved_public_url}/v1.0/hooks/accounts/{demo['sms_account_id']}",
         "",
     ]
@@ -157,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     logging.getLogger("piccolo").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return COMMANDS[args.command](settings, args)
@@ -165,4 +166,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

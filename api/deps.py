@@ -7,7 +7,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, QueryParameter
 
 from hub import agents
 from hub.auth import read_token
@@ -32,10 +32,10 @@ class Caller(msgspec.Struct, frozen=True):
 async def provide_caller(
     request: Request,
     authorization: Annotated[
-        str | None, Parameter(header="Authorization", description="Bearer <jwt>", required=False)
+        str | None, HeaderParameter(name="Authorization", description="Bearer <jwt>", required=False)
     ] = None,
     token: Annotated[
-        str | None, Parameter(query="token", description="The JWT, for clients that cannot set headers")
+        str | None, QueryParameter(name="token", description="The JWT, for clients that cannot set headers")
     ] = None,
 ) -> Caller:
     jwt_token = token

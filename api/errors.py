@@ -37,7 +37,14 @@ def request_id_of(request: Request) -> str:
 def envelope(request: Request, status: int, message: str, reason: str | None = None) -> Response:
     reason = reason or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
     return Response(
-        {"error": {"status": status, "reason": reason, "message": message, "request_id": request_id_of(request)}},
+        {
+            "error": {
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "request_id": request_id_of(request),
+            }
+        },
         status_code=status,
         headers={"X-Request-ID": request_id_of(request)},
     )

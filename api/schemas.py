@@ -115,8 +115,4 @@ class MessagePage(Struct):
 
 def given(body: Struct) -> dict:
     """The fields a partial-update body actually carries."""
-    return {
-        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET
-    }
-
-
+    return {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}

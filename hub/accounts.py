@@ -41,11 +41,7 @@ async def get_account(customer_id: UUID, account_id: UUID) -> dict[str, Any]:
 
 async def get_account_for_hook(account_id: UUID) -> dict[str, Any] | None:
     """The account a provider webhook names, whatever its customer (the hook carries no JWT)."""
-    return (
-        await Account.select()
-        .where(Account.id == account_id, Account.tm_delete.is_null())
-        .first()
-    )
+    return await Account.select().where(Account.id == account_id, Account.tm_delete.is_null()).first()
 
 
 async def list_accounts(customer_id: UUID, page_size: int, page_token: str):

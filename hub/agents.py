@@ -66,11 +66,7 @@ async def bootstrap(customer_name: str, username: str, password: str) -> tuple[d
 
 
 async def authenticate(username: str, password: str) -> dict[str, Any]:
-    row = (
-        await Agent.select()
-        .where(Agent.username == username, Agent.tm_delete.is_null())
-        .first()
-    )
+    row = await Agent.select().where(Agent.username == username, Agent.tm_delete.is_null()).first()
     # Verify against a dummy hash for unknown users so timing does not reveal usernames.
     password_hash = row["password_hash"] if row else _DUMMY_HASH
     if not await auth.verify_password(password_hash, password) or row is None:
@@ -79,11 +75,7 @@ async def authenticate(username: str, password: str) -> dict[str, Any]:
 
 
 async def get_active_agent(agent_id: UUID) -> dict[str, Any] | None:
-    return (
-        await Agent.select()
-        .where(Agent.id == agent_id, Agent.tm_delete.is_null())
-        .first()
-    )
+    return await Agent.select().where(Agent.id == agent_id, Agent.tm_delete.is_null()).first()
 
 
 async def get_agent(customer_id: UUID, agent_id: UUID) -> dict[str, Any]:

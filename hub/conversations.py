@@ -83,10 +83,12 @@ async def unassign(
         row = await get_conversation(customer_id, conversation_id)
         check_unassign(agent_id, permission, row["owner_id"])
         # The owner condition keeps a concurrent reassignment from being undone by a stale check.
-        changed = await Conversation.update(
-            {Conversation.owner_id: NIL_UUID, Conversation.owner_type: "", Conversation.tm_update: now()}
-        ).where(Conversation.id == conversation_id, Conversation.owner_id == row["owner_id"]).returning(
-            Conversation.id
+        changed = (
+            await Conversation.update(
+                {Conversation.owner_id: NIL_UUID, Conversation.owner_type: "", Conversation.tm_update: now()}
+            )
+            .where(Conversation.id == conversation_id, Conversation.owner_id == row["owner_id"])
+            .returning(Conversation.id)
         )
         row = await get_conversation(customer_id, conversation_id)
         if not changed:

@@ -117,7 +117,11 @@ def _inbound_events(conversation: dict[str, Any], message: dict[str, Any], creat
     if created:
         rows.append(
             events.event_row(
-                events.CONVERSATION_CREATED, customer_id, conversation_out(conversation), conversation_id, owner_id
+                events.CONVERSATION_CREATED,
+                customer_id,
+                conversation_out(conversation),
+                conversation_id,
+                owner_id,
             )
         )
     rows.append(events.event_row(events.MESSAGE_CREATED, customer_id, out, conversation_id, owner_id))

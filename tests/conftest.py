@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import pytest
 import httpx
+import pytest
 import uvicorn
 
 from api.app import create_app

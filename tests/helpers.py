@@ -51,7 +51,8 @@ async def make_tenant(number: str = "+15550001000") -> Tenant:
     cid = customer["id"]
     auth_token = secrets.token_hex(16)
     account = await accounts.create_account(
-        cid, {"type": "sms", "name": "Main line", "number": number, "sid": "AC" + "0" * 32, "token": auth_token}
+        cid,
+        {"type": "sms", "name": "Main line", "number": number, "sid": "AC" + "0" * 32, "token": auth_token},
     )
     return Tenant(
         customer_id=cid,

@@ -4,6 +4,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from api.deps import Caller
 from api.params import PageSize, PageToken
@@ -23,12 +25,14 @@ class AgentController(Controller):
     tags = ["agents"]
 
     @get("/")
-    async def list_agents(self, caller: Caller, page_size: PageSize = 100, page_token: PageToken = "") -> AgentPage:
+    async def list_agents(
+        self, caller: NamedDependency[Caller], page_size: PageSize = 100, page_token: PageToken = ""
+    ) -> AgentPage:
         rows, token = await agents.list_agents(caller.customer_id, page_size, page_token)
         return AgentPage(result=[agent_out(r) for r in rows], next_page_token=token)
 
     @post("/", status_code=200)
-    async def create_agent(self, caller: Caller, data: AgentCreate) -> AgentOut:
+    async def create_agent(self, caller: NamedDependency[Caller], data: JSONBody[AgentCreate]) -> AgentOut:
         caller.require_admin_or_manager()
         check_grant(caller.permission, data.permission)
         row = await agents.create_agent(
@@ -37,11 +41,13 @@ class AgentController(Controller):
         return agent_out(row)
 
     @get("/{agent_id:str}")
-    async def get_agent(self, caller: Caller, agent_id: UUID) -> AgentOut:
+    async def get_agent(self, caller: NamedDependency[Caller], agent_id: FromPath[UUID]) -> AgentOut:
         return agent_out(await agents.get_agent(caller.customer_id, agent_id))
 
     @put("/{agent_id:str}")
-    async def update_agent(self, caller: Caller, agent_id: UUID, data: AgentUpdate) -> AgentOut:
+    async def update_agent(
+        self, caller: NamedDependency[Caller], agent_id: FromPath[UUID], data: JSONBody[AgentUpdate]
+    ) -> AgentOut:
         caller.require_admin_or_manager()
         values = given(data)
         if "permission" in values:
@@ -51,7 +57,7 @@ class AgentController(Controller):
         return agent_out(await agents.update_agent(caller.customer_id, agent_id, values))
 
     @delete("/{agent_id:str}", status_code=200)
-    async def delete_agent(self, caller: Caller, agent_id: UUID) -> AgentOut:
+    async def delete_agent(self, caller: NamedDependency[Caller], agent_id: FromPath[UUID]) -> AgentOut:
         caller.require_admin_or_manager()
         if agent_id == caller.agent_id:
             raise BadRequest("an agent cannot delete itself")

@@ -4,7 +4,8 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, delete, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.deps import Caller
 from api.params import PageSize, PageToken
@@ -15,8 +16,8 @@ from hub.permissions import check_list_owner_filter
 
 OwnerFilter = Annotated[
     UUID | None,
-    Parameter(
-        query="owner_id",
+    QueryParameter(
+        name="owner_id",
         description="Only conversations of this agent. Required (own id) for agents without "
         "admin/manager permission; the nil uuid or omission disables the filter.",
     ),
@@ -30,7 +31,9 @@ async def _update(caller: Caller, conversation_id: UUID, data: ConversationUpdat
 
 
 async def _unassign(caller: Caller, conversation_id: UUID) -> ConversationOut:
-    row = await conversations.unassign(caller.customer_id, conversation_id, caller.agent_id, caller.permission)
+    row = await conversations.unassign(
+        caller.customer_id, conversation_id, caller.agent_id, caller.permission
+    )
     return conversation_out(row)
 
 
@@ -41,7 +44,7 @@ class ConversationController(Controller):
     @get("/")
     async def list_conversations(
         self,
-        caller: Caller,
+        caller: NamedDependency[Caller],
         owner_id: OwnerFilter = None,
         page_size: PageSize = 100,
         page_token: PageToken = "",
@@ -51,27 +54,40 @@ class ConversationController(Controller):
         return ConversationPage(result=[conversation_out(r) for r in rows], next_page_token=token)
 
     @get("/{conversation_id:str}")
-    async def get_conversation(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+    async def get_conversation(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
+    ) -> ConversationOut:
         return conversation_out(await conversations.get_conversation(caller.customer_id, conversation_id))
 
     @put("/{conversation_id:str}", summary="Update name, detail or owner_id (admin/manager only)")
     async def update_conversation(
-        self, caller: Caller, conversation_id: UUID, data: ConversationUpdate
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[ConversationUpdate],
     ) -> ConversationOut:
         return await _update(caller, conversation_id, data)
 
     @post("/{conversation_id:str}/unassign", status_code=200, summary="Unassign (owner or admin/manager)")
-    async def unassign(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+    async def unassign(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
+    ) -> ConversationOut:
         return await _unassign(caller, conversation_id)
 
     @delete("/{conversation_id:str}", status_code=200, summary="Soft delete (admin/manager only)")
-    async def delete_conversation(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+    async def delete_conversation(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
+    ) -> ConversationOut:
         caller.require_admin_or_manager()
         return conversation_out(await conversations.delete_conversation(caller.customer_id, conversation_id))
 
     @get("/{conversation_id:str}/messages")
     async def list_messages(
-        self, caller: Caller, conversation_id: UUID, page_size: PageSize = 100, page_token: PageToken = ""
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        page_size: PageSize = 100,
+        page_token: PageToken = "",
     ) -> MessagePage:
         rows, token = await messages.list_messages(caller.customer_id, conversation_id, page_size, page_token)
         return MessagePage(result=[message_out(r) for r in rows], next_page_token=token)
@@ -83,7 +99,10 @@ class ServiceAgentConversationController(Controller):
 
     @put("/{conversation_id:str}", summary="Same as PUT /v1.0/conversations/{id} (admin/manager only)")
     async def update_conversation(
-        self, caller: Caller, conversation_id: UUID, data: ConversationUpdate
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[ConversationUpdate],
     ) -> ConversationOut:
         return await _update(caller, conversation_id, data)
 
@@ -92,7 +111,9 @@ class ServiceAgentConversationController(Controller):
         status_code=200,
         summary="Same as POST /v1.0/conversations/{id}/unassign",
     )
-    async def unassign(self, caller: Caller, conversation_id: UUID) -> ConversationOut:
+    async def unassign(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
+    ) -> ConversationOut:
         return await _unassign(caller, conversation_id)
 
 
@@ -101,5 +122,5 @@ class MessageController(Controller):
     tags = ["messages"]
 
     @get("/{message_id:str}")
-    async def get_message(self, caller: Caller, message_id: UUID) -> MessageOut:
+    async def get_message(self, caller: NamedDependency[Caller], message_id: FromPath[UUID]) -> MessageOut:
         return message_out(await messages.get_message(caller.customer_id, message_id))

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 from uuid import UUID
 
 from litestar import Controller, Request, Response, post
+from litestar.params import FromPath
 from twilio.request_validator import RequestValidator
 
 from hub import accounts, inbound
@@ -68,7 +69,7 @@ class HookController(Controller):
         description="No JWT: authenticated by X-Twilio-Signature computed with the account's auth "
         "token over HUB_PUBLIC_URL + path. A bad or missing signature is 401 and stores nothing.",
     )
-    async def receive(self, request: Request, account_id: UUID) -> Response:
+    async def receive(self, request: Request, account_id: FromPath[UUID]) -> Response:
         account = await accounts.get_account_for_hook(account_id)
         if account is None:
             raise NotFound(f"account {account_id} not found")

@@ -1,14 +1,10 @@
+import uuid
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.column_types import Integer
-from piccolo.columns.column_types import Serial
-from piccolo.columns.column_types import Text
-from piccolo.columns.column_types import Timestamptz
-from piccolo.columns.column_types import UUID
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.column_types import UUID, Integer, Serial, Text, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
-import uuid
 
 ID = "2026-11-25T11:19:40:761097"
 VERSION = "1.38.0"
@@ -16,29 +12,17 @@ DESCRIPTION = "initial schema"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="hub", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="hub", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Message", tablename="messages", schema=None, columns=None
-    )
+    manager.add_table(class_name="Message", tablename="messages", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Customer", tablename="customers", schema=None, columns=None
-    )
+    manager.add_table(class_name="Customer", tablename="customers", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Account", tablename="accounts", schema=None, columns=None
-    )
+    manager.add_table(class_name="Account", tablename="accounts", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Contact", tablename="contacts", schema=None, columns=None
-    )
+    manager.add_table(class_name="Contact", tablename="contacts", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Event", tablename="events", schema=None, columns=None
-    )
+    manager.add_table(class_name="Event", tablename="events", schema=None, columns=None)
 
     manager.add_table(
         class_name="Conversation",
@@ -54,9 +38,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Agent", tablename="agents", schema=None, columns=None
-    )
+    manager.add_table(class_name="Agent", tablename="agents", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="Message",

@@ -13,8 +13,7 @@ STATEMENTS = [
     "CREATE UNIQUE INDEX conversations_room_key ON conversations "
     "(customer_id, account_id, type, self_target, peer_target) WHERE tm_delete IS NULL",
     "CREATE INDEX conversations_customer_page ON conversations (customer_id, tm_create, id)",
-    "CREATE INDEX conversations_owner_page ON conversations "
-    "(customer_id, owner_id, tm_create, id)",
+    "CREATE INDEX conversations_owner_page ON conversations (customer_id, owner_id, tm_create, id)",
     # A provider retry of the same message id stores nothing new.
     "CREATE UNIQUE INDEX messages_provider_id ON messages (account_id, provider_message_id)",
     "CREATE INDEX messages_conversation_page ON messages (conversation_id, tm_create, id)",

@@ -31,8 +31,11 @@ async def test_inbound_sms_creates_conversation_message_and_events(client):
     [message] = await Message.select().where(Message.conversation_id == conversation["id"])
     assert (message["direction"], message["status"], message["text"]) == ("incoming", "done", "hi there")
 
-    types = await Event.select(Event.type).where(Event.customer_id == tenant.customer_id).order_by(Event.seq).output(
-        as_list=True
+    types = (
+        await Event.select(Event.type)
+        .where(Event.customer_id == tenant.customer_id)
+        .order_by(Event.seq)
+        .output(as_list=True)
     )
     assert types == [
         "conversation_created",
@@ -103,7 +106,9 @@ async def test_bad_or_missing_signature_is_401_and_stores_nothing(client):
     forged = dict(headers, **{"X-Twilio-Signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="})
     missing = {k: v for k, v in headers.items() if k != "X-Twilio-Signature"}
     _, other_body, _ = signed_sms(tenant.account["id"], tenant.auth_token, sms_params(body="tampered"))
-    wrong_key_path, wrong_key_body, wrong_key_headers = signed_sms(tenant.account["id"], "not-the-token", sms_params())
+    wrong_key_path, wrong_key_body, wrong_key_headers = signed_sms(
+        tenant.account["id"], "not-the-token", sms_params()
+    )
 
     for h, b in ((forged, body), (missing, body), (headers, other_body), (wrong_key_headers, wrong_key_body)):
         response = await client.post(path, content=b, headers=h)
@@ -155,7 +160,9 @@ async def test_deleted_conversation_never_matches(client):
 
 async def test_contact_name_in_title(client):
     tenant = await make_tenant()
-    await contacts.create_contact(tenant.customer_id, "Alice", "", [{"type": "tel", "target": "+1 415-555-1234"}])
+    await contacts.create_contact(
+        tenant.customer_id, "Alice", "", [{"type": "tel", "target": "+1 415-555-1234"}]
+    )
     assert (await post_sms(client, tenant, sender="+14155551234")).status_code == 200
     [conversation] = await conversations_of(tenant)
     assert conversation["name"] == "SMS \u00b7 Alice (+14155551234)"

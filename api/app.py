@@ -6,12 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from litestar import Litestar, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api import temporal
 from api.controllers.accounts import AccountController
 from api.controllers.agents import AgentController
 from api.controllers.auth import AuthController
@@ -43,9 +45,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = db.engine_from_url(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         app.state.engine = engine
+        app.state.temporal = await temporal.connect(settings, lazy=True)
+        app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s))
         try:
             yield
         finally:
+            await app.state.http.aclose()
             await db.stop(engine)
 
     app = Litestar(

@@ -79,12 +79,22 @@ async def ensure_demo(settings: Settings) -> dict:
             "token": secrets.token_hex(16),
         },
     )
+    line = await accounts.create_account(
+        customer["id"],
+        {
+            "type": "line",
+            "name": "Demo LINE channel",
+            "secret": secrets.token_hex(16),
+            "token": secrets.token_hex(24),
+        },
+    )
     demo = {
         "username": username,
         "password": password,
         "customer_id": str(customer["id"]),
         "agent_id": str(agent["id"]),
         "sms_account_id": str(account["id"]),
+        "line_account_id": str(line["id"]),
     }
     login_file.parent.mkdir(parents=True, exist_ok=True)
     login_file.write_text(json.dumps(demo, indent=2))
@@ -92,7 +102,7 @@ async def ensure_demo(settings: Settings) -> dict:
     return demo
 
 
-def _serve(settings: Settings) -> None:
+def _serve_api(settings: Settings) -> None:
     import uvicorn
 
     from api.app import create_app
@@ -108,35 +118,104 @@ def _serve(settings: Settings) -> None:
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     cmd_migrate(settings, _args)
-    _serve(settings)
+    _serve_api(settings)
     return 0
 
 
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from api.embedded import run_embedded
+
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     demo = asyncio.run(_with_db(settings, lambda: ensure_demo(settings)))
     base = f"http://{settings.http_host}:{settings.http_port}"
-    banner = [
-        "",
-        "Conversation hub is starting on embedded defaults",
-        f"  database : {settings.resolved_database_url}",
-        f"  API      : {base}/v1.0",
-        f"  API docs : {base}/schema  (OpenAPI JSON: {base}/schema/openapi.json)",
-        f"  login    : username={demo['username']} password={demo['password']}",
-        f"             curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' "
-        f'-d \'{{"username":"{demo["username"]}","password":"{demo["password"]}"}}\'',
-        f"  SMS hook : {settings.resolved_public_url}/v1.0/hooks/accounts/{demo['sms_account_id']}",
-        "",
-    ]
-    print("\n".join(banner), flush=True)
-    _serve(settings)
+    hooks = f"{settings.resolved_public_url}/v1.0/hooks/accounts"
+    temporal_ui = (
+        f"http://127.0.0.1:{settings.temporal_ui_port}"
+        if not settings.temporal_address
+        else f"(external Temporal at {settings.temporal_address})"
+    )
+
+    def banner() -> None:
+        lines = [
+            "",
+            "Conversation hub is running on embedded defaults",
+            f"  API         : {base}/v1.0",
+            f"  API docs    : {base}/schema  (OpenAPI JSON: {base}/schema/openapi.json)",
+            f"  Temporal UI : {temporal_ui}",
+            f"  login       : username={demo['username']} password={demo['password']}",
+            f"  database    : {settings.resolved_database_url}",
+            f"  SMS hook    : {hooks}/{demo['sms_account_id']}  (fake SMS provider "
+            f"{settings.resolved_sms_api_url})",
+            f"  LINE hook   : {hooks}/{demo['line_account_id']}  (fake LINE API "
+            f"{settings.resolved_line_api_url})",
+            "  try         : .venv/bin/hub simulate sms --text 'hello'",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    try:
+        asyncio.run(run_embedded(settings, banner))
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from api.worker import run_worker
+
+    try:
+        asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_fakes(settings: Settings, args: argparse.Namespace) -> int:
+    from api.fakes import start_fakes
+
+    async def serve() -> None:
+        fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
+        fakes.sms.auto_status = args.auto_status
+        print(
+            f"fake SMS provider on :{settings.fake_sms_port}, fake LINE API on :{settings.fake_line_port}",
+            flush=True,
+        )
+        await asyncio.gather(*fakes.tasks)
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from api.simulate import simulate
+
+    try:
+        result = asyncio.run(_with_db(settings, lambda: simulate(settings, args)))
+    except (HubError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0 if result.get("status_code", 500) < 300 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Conversation hub")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run everything on embedded defaults (SQLite, in-memory stores)")
+    sub.add_parser("run", help="run everything on embedded defaults (SQLite, Temporal dev server, fakes)")
+    sub.add_parser("worker", help="run the Temporal worker (workflows and activities)")
+    fakes = sub.add_parser("fakes", help="serve the fake SMS and LINE providers")
+    fakes.add_argument("--auto-status", default="delivered", help="status callback after each SMS")
+    sim = sub.add_parser("simulate", help="send a signed inbound SMS or LINE event to a running hub")
+    sim.add_argument("channel", choices=["sms", "line"])
+    sim.add_argument("--account", help="account id (default: the demo account of that channel)")
+    sim.add_argument("--from", dest="sender", default="", help="sender: E.164 number or LINE user id")
+    sim.add_argument("--text", default="hello from the simulator")
+    sim.add_argument("--follow", action="store_true", help="LINE: send a follow event instead")
+    sim.add_argument("--name", default="", help="LINE: display name for the profile of --from")
+    sim.add_argument("--url", default="", help="hub base URL (default: HUB_PUBLIC_URL)")
     sub.add_parser("serve", help="apply migrations and serve the API")
     sub.add_parser("migrate", help="apply database migrations")
     boot = sub.add_parser("bootstrap", help="create a customer and its admin; prints a JSON line")
@@ -146,7 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"run": cmd_run, "serve": cmd_serve, "migrate": cmd_migrate, "bootstrap": cmd_bootstrap}
+COMMANDS = {
+    "run": cmd_run,
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "bootstrap": cmd_bootstrap,
+    "worker": cmd_worker,
+    "fakes": cmd_fakes,
+    "simulate": cmd_simulate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

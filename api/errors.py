@@ -8,6 +8,7 @@ import uuid
 from http import HTTPStatus
 
 import asyncpg
+from asyncpg.exceptions import _base as asyncpg_base
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -25,6 +26,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     sqlite3.OperationalError,
+)
+
+# Values the database refuses (NUL characters in text, out-of-range times or numbers): the input
+# is bad, not the service. asyncpg's client-side DataError is an InterfaceError, so test these first.
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg_base.DataError,
 )
 
 
@@ -83,6 +91,12 @@ def handle_unavailable(request: Request, exc: Exception) -> Response:
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, BAD_INPUT_ERRORS):
+        log.info("database refused a value: %s: %s", exc.__class__.__name__, exc)
+        return envelope(request, 400, "a value in the request cannot be stored", "bad_request")
+    if isinstance(exc, RecursionError) and "deserializ" in str(exc):
+        # msgspec gives up on absurdly nested JSON with a RecursionError.
+        return envelope(request, 400, "JSON is malformed: nested too deeply", "bad_request")
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return handle_unavailable(request, exc)
     log.exception("unhandled error (request %s)", request_id_of(request))

@@ -88,6 +88,16 @@ class ConversationUpdate(Struct, kw_only=True):
     owner_id: UUID | UnsetType = UNSET
 
 
+class MediaIn(Struct, kw_only=True):
+    type: Annotated[str, Meta(max_length=64)] = "image"
+    url: Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://")]
+
+
+class MessageCreate(Struct, kw_only=True):
+    text: Annotated[str, Meta(max_length=5000)] = ""
+    medias: Annotated[list[MediaIn], Meta(max_length=10)] = []
+
+
 class AgentPage(Struct):
     result: list[AgentOut]
     next_page_token: str

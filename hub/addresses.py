@@ -9,6 +9,8 @@ import msgspec
 ADDRESS_TYPES = ("tel", "line", "agent", "email")
 _TEL_STRIP = re.compile(r"[\s\-().]")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# What may remain once separators are gone: an optional '+' and digits; letters are never dropped.
+_DIALABLE = re.compile(r"^\+?\d+$")
 
 
 class Address(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -25,6 +27,8 @@ def normalize_tel(raw: str, default_country_code: str = "1") -> str:
     value = _TEL_STRIP.sub("", raw or "")
     if value.startswith("00"):
         value = "+" + value[2:]
+    if not _DIALABLE.match(value):
+        return ""
     if not value.startswith("+"):
         digits = re.sub(r"\D", "", value)
         if not digits:

@@ -60,11 +60,12 @@ async def update_conversation(
 ) -> dict[str, Any]:
     """Partial update of name, detail and owner_id; owner_type follows owner_id."""
     values = {k: v for k, v in values.items() if k in ("name", "detail", "owner_id")}
-    if "owner_id" in values:
-        await _validate_owner(customer_id, values["owner_id"])
-        values["owner_type"] = owner_type_for(values["owner_id"])
     async with transaction(current_engine()):
+        # The conversation first: another customer's id is 404 whatever owner_id the body names.
         await get_conversation(customer_id, conversation_id)
+        if "owner_id" in values:
+            await _validate_owner(customer_id, values["owner_id"])
+            values["owner_type"] = owner_type_for(values["owner_id"])
         if not values:
             return await get_conversation(customer_id, conversation_id)
         values["tm_update"] = now()
@@ -177,3 +178,21 @@ async def upsert_room(
     # Read back through Piccolo so both engines hand out the same Python types.
     row = await Conversation.select().where(Conversation.id == rows[0]["id"]).first()
     return row, str(row["id"]) == str(new_id)
+
+
+async def find_room(
+    customer_id: UUID, account_id: UUID, conversation_type: str, self_target: str, peer_target: str
+) -> dict[str, Any] | None:
+    """The live conversation of a room key, if there is one."""
+    return (
+        await Conversation.select()
+        .where(
+            Conversation.customer_id == customer_id,
+            Conversation.account_id == account_id,
+            Conversation.type == conversation_type,
+            Conversation.self_target == self_target,
+            Conversation.peer_target == peer_target,
+            Conversation.tm_delete.is_null(),
+        )
+        .first()
+    )

@@ -12,7 +12,7 @@ from hub import events
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address
 from hub.contacts import find_contact_name
-from hub.conversations import upsert_room
+from hub.conversations import find_room, upsert_room
 from hub.db import current_engine, transaction
 from hub.models import Media, MessageReceived, conversation_out, message_out
 from hub.repo import now
@@ -135,3 +135,37 @@ def _inbound_events(conversation: dict[str, Any], message: dict[str, Any], creat
         )
     )
     return rows
+
+
+async def open_room(
+    account: dict[str, Any], self_address: Address, peer: Address, display_name: str
+) -> tuple[dict[str, Any], bool]:
+    """The conversation with `peer` without a message (a LINE follow), created if it is new."""
+    conversation_type = CONVERSATION_TYPE[account["type"]]
+    peer = msgspec.structs.replace(peer, target_name=display_name)
+    title = auto_title(conversation_type, peer.target, display_name)
+    async with transaction(current_engine()):
+        conversation, created = await upsert_room(
+            account["customer_id"], account["id"], conversation_type, self_address, peer, title
+        )
+        if created:
+            await events.emit(_created_event(conversation))
+    return conversation, created
+
+
+async def room_exists(account: dict[str, Any], self_target: str, peer_target: str) -> bool:
+    conversation_type = CONVERSATION_TYPE[account["type"]]
+    return (
+        await find_room(account["customer_id"], account["id"], conversation_type, self_target, peer_target)
+        is not None
+    )
+
+
+def _created_event(conversation: dict[str, Any]):
+    return events.event_row(
+        events.CONVERSATION_CREATED,
+        conversation["customer_id"],
+        conversation_out(conversation),
+        conversation["id"],
+        conversation["owner_id"],
+    )

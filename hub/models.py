@@ -98,6 +98,8 @@ class MessageOut(msgspec.Struct, kw_only=True):
     medias: list[Media]
     provider_message_id: str
     activeflow_id: UUID | None
+    # Why a message failed (provider error), "" otherwise.
+    reason: str = ""
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None

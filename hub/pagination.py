@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,8 +25,19 @@ def decode_token(token: str) -> tuple[datetime, UUID]:
     try:
         padded = token + "=" * (-len(token) % 4)
         tm, row_id = msgspec.json.decode(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(tm), UUID(row_id)
-    except (ValueError, TypeError, binascii.Error, msgspec.DecodeError) as exc:
+        when = datetime.fromisoformat(tm)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        # In UTC, so a time at the edge of the calendar fails here and not in the database driver.
+        return when.astimezone(UTC), UUID(row_id)
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        binascii.Error,
+        msgspec.DecodeError,
+    ) as exc:
         raise BadRequest("page_token is not a token this API issued") from exc
 
 

@@ -44,5 +44,15 @@ def check_grant(caller_permission: int, requested: int) -> None:
         raise Forbidden("cannot grant a permission the caller does not have")
 
 
+def check_manage(caller_permission: int, target_permission: int) -> None:
+    """A caller updates or deletes only agents whose bits it holds itself; an admin manages all.
+
+    Otherwise a manager could reset an admin's password and log in as that admin."""
+    if caller_permission & ADMIN:
+        return
+    if target_permission & ~caller_permission:
+        raise Forbidden("cannot manage an agent holding a permission the caller does not have")
+
+
 def owner_type_for(owner_id: UUID) -> str:
     return "" if owner_id == NIL_UUID else "agent"

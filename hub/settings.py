@@ -29,6 +29,23 @@ class Settings:
     jwt_secret: str = "change-me-in-production-please-32b"
     jwt_ttl_seconds: int = 7 * 24 * 3600
     db_pool_size: int = 10
+    # Provider API base URLs; empty means the embedded fake providers of `hub run`.
+    sms_api_url: str = ""
+    line_api_url: str = ""
+    # Ports of the embedded parts `hub run` starts (Temporal dev server, its UI, fake providers).
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    fake_sms_port: int = 8701
+    fake_line_port: int = 8702
+    # Seconds each provider call may take before it counts as failed (and is retried).
+    provider_timeout_s: int = 10
+    # How often the worker looks for sends whose workflow never started (a crash, Temporal down).
+    recovery_interval_s: int = 15
+    # Retry schedule of sends whose provider is unavailable (5xx, timeouts).
+    send_retry_initial_s: float = 1.0
+    send_retry_max_interval_s: float = 300.0
+    send_max_attempts: int = 20
+    send_attempt_timeout_s: float = 30.0
     log_level: str = "INFO"
 
     @classmethod
@@ -44,6 +61,11 @@ class Settings:
                     values[f.name] = int(raw)
                 except ValueError as exc:
                     raise ValueError(f"HUB_{f.name.upper()} must be an integer, got {raw!r}") from exc
+            elif f.type == "float":
+                try:
+                    values[f.name] = float(raw)
+                except ValueError as exc:
+                    raise ValueError(f"HUB_{f.name.upper()} must be a number, got {raw!r}") from exc
             elif f.type == "bool":
                 values[f.name] = _env_bool(raw)
             else:
@@ -55,6 +77,18 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'hub.sqlite'}"
+
+    @property
+    def resolved_temporal_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def resolved_sms_api_url(self) -> str:
+        return (self.sms_api_url or f"http://127.0.0.1:{self.fake_sms_port}").rstrip("/")
+
+    @property
+    def resolved_line_api_url(self) -> str:
+        return (self.line_api_url or f"http://127.0.0.1:{self.fake_line_port}").rstrip("/")
 
     @property
     def resolved_public_url(self) -> str:

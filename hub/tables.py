@@ -108,6 +108,7 @@ class Message(Table, tablename="messages"):
     provider_message_id = Varchar(length=255, null=True, default=None)
     activeflow_id = UUID(null=True, default=None)
     reason = Text(default="")
+    idempotency_key = Varchar(length=255, null=True, default=None)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)

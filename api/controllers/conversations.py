@@ -1,18 +1,22 @@
 """/v1.0/conversations (and the /v1.0/service_agents mirror): read, assign, unassign, delete."""
 
+import logging
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api import temporal
 from api.deps import Caller
 from api.params import PageSize, PageToken
-from api.schemas import ConversationPage, ConversationUpdate, MessagePage, given
-from hub import conversations, messages
-from hub.models import ConversationOut, MessageOut, conversation_out, message_out
+from api.schemas import ConversationPage, ConversationUpdate, MessageCreate, MessagePage, given
+from hub import conversations, messages, outbound
+from hub.models import ConversationOut, Media, MessageOut, conversation_out, message_out
 from hub.permissions import check_list_owner_filter
+
+log = logging.getLogger("hub.api")
 
 OwnerFilter = Annotated[
     UUID | None,
@@ -22,6 +26,32 @@ OwnerFilter = Annotated[
         "admin/manager permission; the nil uuid or omission disables the filter.",
     ),
 ]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        max_length=255,
+        required=False,
+        description="A retry with the same key returns the first message and sends nothing new",
+    ),
+]
+
+
+async def send_message(
+    request: Request, caller: Caller, conversation_id: UUID, data: MessageCreate, key: str
+) -> MessageOut:
+    medias = [Media(type=m.type, url=m.url) for m in data.medias]
+    message, created = await outbound.create_outgoing(
+        caller.customer_id, conversation_id, data.text, medias, idempotency_key=key
+    )
+    if created:
+        try:
+            await temporal.start_send(request.app.state.temporal, request.app.state.settings, message)
+        except Exception as exc:  # the message is stored; the worker's recovery starts it later
+            log.warning("send %s not started now (%s); recovery will start it", message["id"], exc)
+    return message_out(message)
 
 
 async def _update(caller: Caller, conversation_id: UUID, data: ConversationUpdate) -> ConversationOut:
@@ -91,6 +121,21 @@ class ConversationController(Controller):
     ) -> MessagePage:
         rows, token = await messages.list_messages(caller.customer_id, conversation_id, page_size, page_token)
         return MessagePage(result=[message_out(r) for r in rows], next_page_token=token)
+
+    @post(
+        "/{conversation_id:str}/messages",
+        status_code=200,
+        summary="Send a message; it is stored `progressing` and delivered asynchronously",
+    )
+    async def create_message(
+        self,
+        request: Request,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[MessageCreate],
+        idempotency_key: IdempotencyKey = None,
+    ) -> MessageOut:
+        return await send_message(request, caller, conversation_id, data, idempotency_key or "")
 
 
 class ServiceAgentConversationController(Controller):

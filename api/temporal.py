@@ -1,0 +1,71 @@
+"""The Temporal side of the API and worker: client, search attributes, workflow starts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from hub.settings import Settings
+from workflows.send import SendInput, SendMessageWorkflow, send_workflow_id
+
+log = logging.getLogger("hub.temporal")
+
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+CONVERSATION_ID = SearchAttributeKey.for_keyword("ConversationId")
+FLOW_ID = SearchAttributeKey.for_keyword("FlowId")
+ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
+SEARCH_ATTRIBUTES = (CUSTOMER_ID, CONVERSATION_ID, FLOW_ID, ACCOUNT_ID)
+
+
+def search_attribute_flags() -> list[str]:
+    """`temporal server start-dev` arguments registering the hub's search attributes."""
+    return [arg for key in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{key.name}=Keyword")]
+
+
+async def connect(settings: Settings, lazy: bool = False) -> Client:
+    """A lazy client connects on first use, so the API starts (and answers) while Temporal is down."""
+    return await Client.connect(
+        settings.resolved_temporal_address, namespace=settings.temporal_namespace, lazy=lazy
+    )
+
+
+def attributes(**values: Any) -> TypedSearchAttributes:
+    keys = {"customer_id": CUSTOMER_ID, "conversation_id": CONVERSATION_ID, "flow_id": FLOW_ID}
+    keys["account_id"] = ACCOUNT_ID
+    return TypedSearchAttributes(
+        [SearchAttributePair(keys[name], str(value)) for name, value in values.items() if value]
+    )
+
+
+async def start_send(client: Client, settings: Settings, message: dict[str, Any]) -> None:
+    """Starts `send-<message id>`; a start that already happened (retry, recovery) is a no-op."""
+    try:
+        await client.start_workflow(
+            SendMessageWorkflow.run,
+            SendInput(
+                message_id=str(message["id"]),
+                initial_retry_s=settings.send_retry_initial_s,
+                max_retry_interval_s=settings.send_retry_max_interval_s,
+                max_attempts=settings.send_max_attempts,
+                attempt_timeout_s=settings.send_attempt_timeout_s,
+            ),
+            id=send_workflow_id(str(message["id"])),
+            task_queue=settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=attributes(
+                customer_id=message["customer_id"],
+                conversation_id=message["conversation_id"],
+                account_id=message["account_id"],
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        pass

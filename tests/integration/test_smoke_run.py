@@ -21,10 +21,15 @@ LOGIN = re.compile(r"login\s*:\s*username=(\S+) password=(\S+)")
 @pytest.mark.slow
 def test_make_run_serves_login_and_schema(tmp_path):
     port = free_port()
+    ui_port, sms_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_HTTP_PORT": str(port),
         "HUB_DATA_DIR": str(tmp_path / "data"),
+        "HUB_TEMPORAL_PORT": str(free_port()),
+        "HUB_TEMPORAL_UI_PORT": str(ui_port),
+        "HUB_FAKE_SMS_PORT": str(sms_port),
+        "HUB_FAKE_LINE_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
         ["make", "-s", "run"],
@@ -66,6 +71,37 @@ def test_make_run_serves_login_and_schema(tmp_path):
             assert schema.status_code == 200
             assert "/v1.0/conversations" in schema.json()["paths"]
             assert client.get("/schema").status_code == 200
+            assert f"Temporal UI : http://127.0.0.1:{ui_port}" in "".join(output)
+
+            # A new user's first minute: simulate an inbound SMS, answer it, see it delivered.
+            simulate = subprocess.run(
+                [str(REPO / ".venv/bin/hub"), "simulate", "sms", "--text", "hi from a phone"],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert simulate.returncode == 0, simulate.stdout + simulate.stderr
+            auth = {"Authorization": f"Bearer {token}"}
+            [conversation] = client.get("/v1.0/conversations", headers=auth).json()["result"]
+            assert conversation["name"] == "SMS \u00b7 +14155551234"
+            sent = client.post(
+                f"/v1.0/conversations/{conversation['id']}/messages",
+                json={"text": "hello back"},
+                headers=auth,
+            ).json()
+            message = sent
+            while message["status"] == "progressing":
+                assert time.monotonic() < deadline + 30, "message not delivered in time"
+                time.sleep(0.2)
+                message = client.get(f"/v1.0/conversation_messages/{sent['id']}", headers=auth).json()
+            assert message["status"] == "done"
+            fake = httpx.get(f"http://127.0.0.1:{sms_port}/_fake/state").json()
+            assert [m["body"] for m in fake["received"]] == ["hello back"]
+            listing = httpx.get(f"http://127.0.0.1:{ui_port}/api/v1/namespaces/default/workflows").json()
+            ids = [e["execution"]["workflowId"] for e in listing.get("executions", [])]
+            assert f"send-{sent['id']}" in ids
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

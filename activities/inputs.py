@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,4 +21,51 @@ class DeliverResult:
 @dataclass
 class FailInput:
     message_id: str = ""
+    reason: str = ""
+
+
+@dataclass
+class FlowSendInput:
+    """conversation_send (conversation_id) or message_send (account_id + destination)."""
+
+    activeflow_id: str = ""
+    customer_id: str = ""
+    conversation_id: str = ""
+    account_id: str = ""
+    destination: str = ""
+    text: str = ""
+    # Position in the run; with the activeflow id it makes a retried activity store one message.
+    step: int = 0
+
+
+@dataclass
+class FlowSendResult:
+    message_id: str = ""
+    conversation_id: str = ""
+    account_id: str = ""
+
+
+@dataclass
+class FlowHttpInput:
+    method: str = "GET"
+    url: str = ""
+    body: dict[str, Any] | None = None
+    timeout_ms: int = 5000
+    # Read the JSON answer into variables under this prefix ("" = ignore the answer).
+    answer_prefix: str = ""
+
+
+@dataclass
+class FlowHttpResult:
+    status_code: int = 0
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FlowFinishInput:
+    activeflow_id: str = ""
+    status: str = ""
+    executed: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    current_action_id: str = ""
     reason: str = ""

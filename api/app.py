@@ -23,6 +23,7 @@ from api.controllers.conversations import (
     MessageController,
     ServiceAgentConversationController,
 )
+from api.controllers.flows import ActiveflowController, FlowController
 from api.controllers.hooks import HookController
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ServiceAgentConversationController,
             MessageController,
             HookController,
+            FlowController,
+            ActiveflowController,
         ],
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

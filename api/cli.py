@@ -8,7 +8,10 @@ import json
 import logging
 import secrets
 import sys
+import uuid
 from pathlib import Path
+
+import msgspec
 
 from hub import accounts, agents, db
 from hub.auth import issue_token
@@ -57,12 +60,40 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_FLOW = {
+    "name": "Demo auto-reply",
+    "detail": "Answers every message of an unassigned conversation",
+    "actions": [
+        {
+            "id": "reply",
+            "type": "conversation_send",
+            "option": {"text": 'Thanks ${conversation.peer.target}! We got "${message.text}".'},
+        }
+    ],
+}
+
+
+async def ensure_demo_flow(demo: dict) -> None:
+    """The demo flow, attached to the demo accounts (once; a designer may change them later)."""
+    from api.schemas import FlowCreate
+    from hub import flows
+
+    customer_id = uuid.UUID(demo["customer_id"])
+    spec = msgspec.convert(DEMO_FLOW, FlowCreate)
+    if await flows.find_flow(customer_id, None, spec.name) is not None:
+        return
+    flow = await flows.create_flow(customer_id, spec.name, spec.detail, spec.actions)
+    for key in ("sms_account_id", "line_account_id"):
+        await accounts.update_account(customer_id, uuid.UUID(demo[key]), {"message_flow_id": flow["id"]})
+
+
 async def ensure_demo(settings: Settings) -> dict:
     """A demo customer, admin and SMS account on first start; their login is kept in the data dir."""
     login_file = Path(settings.data_dir) / "demo-login.json"
     if login_file.exists():
         demo = json.loads(login_file.read_text())
         if await Agent.exists().where(Agent.username == demo["username"]):
+            await ensure_demo_flow(demo)
             return demo
     password = secrets.token_urlsafe(12)
     username = "admin"
@@ -99,6 +130,7 @@ async def ensure_demo(settings: Settings) -> dict:
     login_file.parent.mkdir(parents=True, exist_ok=True)
     login_file.write_text(json.dumps(demo, indent=2))
     login_file.chmod(0o600)
+    await ensure_demo_flow(demo)
     return demo
 
 
@@ -189,6 +221,54 @@ def cmd_fakes(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _customer_for_cli(settings: Settings, given: str | None):
+    async def pick():
+        from hub.tables import Customer
+
+        if given:
+            return uuid.UUID(given)
+        login_file = Path(settings.data_dir) / "demo-login.json"
+        if login_file.exists():
+            return uuid.UUID(json.loads(login_file.read_text())["customer_id"])
+        rows = await Customer.select(Customer.id).limit(2)
+        if len(rows) != 1:
+            raise ValueError("several customers exist: pass --customer ID")
+        return rows[0]["id"]
+
+    return pick
+
+
+def cmd_flows_apply(settings: Settings, args: argparse.Namespace) -> int:
+    """Registers a flow from a JSON file, or updates the one with its id or name."""
+    from api.schemas import FlowCreate
+    from hub import flows
+    from hub.models import flow_out
+
+    try:
+        raw = json.loads(Path(args.file).read_text())
+        spec = msgspec.convert(raw, FlowCreate)
+    except (OSError, ValueError, msgspec.ValidationError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+
+    async def work():
+        customer_id = await _customer_for_cli(settings, args.customer)()
+        existing = await flows.find_flow(customer_id, raw.get("id"), spec.name)
+        if existing is None:
+            row = await flows.create_flow(customer_id, spec.name, spec.detail, spec.actions)
+        else:
+            values = {"name": spec.name, "detail": spec.detail, "actions": spec.actions}
+            row = await flows.update_flow(customer_id, existing["id"], values)
+        return msgspec.json.encode(flow_out(row)).decode()
+
+    try:
+        print(asyncio.run(_with_db(settings, work)))
+    except (HubError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from api.simulate import simulate
 
@@ -208,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the Temporal worker (workflows and activities)")
     fakes = sub.add_parser("fakes", help="serve the fake SMS and LINE providers")
     fakes.add_argument("--auto-status", default="delivered", help="status callback after each SMS")
+    flows = sub.add_parser("flows", help="manage flows")
+    flows_sub = flows.add_subparsers(dest="flows_command", required=True)
+    apply = flows_sub.add_parser("apply", help="register or update a flow from a JSON file")
+    apply.add_argument("file", help='{"name", "detail", "actions": [...]} (an "id" updates that flow)')
+    apply.add_argument("--customer", help="customer id (default: the demo customer, or the only one)")
     sim = sub.add_parser("simulate", help="send a signed inbound SMS or LINE event to a running hub")
     sim.add_argument("channel", choices=["sms", "line"])
     sim.add_argument("--account", help="account id (default: the demo account of that channel)")
@@ -233,6 +318,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "fakes": cmd_fakes,
     "simulate": cmd_simulate,
+    "flows": cmd_flows_apply,
 }
 
 

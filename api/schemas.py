@@ -7,7 +7,16 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from hub.models import AccountOut, AgentOut, ContactOut, ConversationOut, MessageOut
+from hub.actions import ActionIn
+from hub.models import (
+    AccountOut,
+    ActiveflowOut,
+    AgentOut,
+    ContactOut,
+    ConversationOut,
+    FlowOut,
+    MessageOut,
+)
 
 Name = Annotated[str, Meta(max_length=255)]
 Detail = Annotated[str, Meta(max_length=4096)]
@@ -126,3 +135,25 @@ class MessagePage(Struct):
 def given(body: Struct) -> dict:
     """The fields a partial-update body actually carries."""
     return {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}
+
+
+class FlowCreate(Struct, kw_only=True):
+    name: Name = ""
+    detail: Detail = ""
+    actions: Annotated[list[ActionIn], Meta(max_length=500)] = []
+
+
+class FlowUpdate(Struct, kw_only=True):
+    name: Name | UnsetType = UNSET
+    detail: Detail | UnsetType = UNSET
+    actions: Annotated[list[ActionIn], Meta(max_length=500)] | UnsetType = UNSET
+
+
+class FlowPage(Struct):
+    result: list[FlowOut]
+    next_page_token: str
+
+
+class ActiveflowPage(Struct):
+    result: list[ActiveflowOut]
+    next_page_token: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributeKey,
@@ -14,7 +15,10 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from hub import activeflows
+from hub.actions import MAX_EXECUTED_ACTIONS
 from hub.settings import Settings
+from workflows.activeflow import ActiveflowInput, ActiveflowWorkflow
 from workflows.send import SendInput, SendMessageWorkflow, send_workflow_id
 
 log = logging.getLogger("hub.temporal")
@@ -46,18 +50,55 @@ def attributes(**values: Any) -> TypedSearchAttributes:
     )
 
 
+def send_input(settings: Settings, message_id: str = "") -> SendInput:
+    return SendInput(
+        message_id=message_id,
+        initial_retry_s=settings.send_retry_initial_s,
+        max_retry_interval_s=settings.send_retry_max_interval_s,
+        max_attempts=settings.send_max_attempts,
+        attempt_timeout_s=settings.send_attempt_timeout_s,
+    )
+
+
+async def start_activeflow(client: Client, settings: Settings, row: dict[str, Any]) -> None:
+    """Starts the run's workflow (idempotent by workflow id) and records that it started."""
+    try:
+        await client.start_workflow(
+            ActiveflowWorkflow.run,
+            ActiveflowInput(
+                activeflow_id=str(row["id"]),
+                customer_id=str(row["customer_id"]),
+                flow_id=str(row["flow_id"]),
+                conversation_id=str(row["conversation_id"]),
+                account_id=str(row["account_id"]),
+                actions=msgspec.json.decode(row["actions"]),
+                variables=msgspec.json.decode(row["variables"]),
+                max_actions=MAX_EXECUTED_ACTIONS,
+                send=send_input(settings),
+            ),
+            id=row["workflow_id"],
+            task_queue=settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=attributes(
+                customer_id=row["customer_id"],
+                conversation_id=row["conversation_id"],
+                flow_id=row["flow_id"],
+                account_id=row["account_id"],
+            ),
+            memo={"flow_name": row["flow_name"]},
+            request_eager_start=True,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+    await activeflows.mark_started(row["id"])
+
+
 async def start_send(client: Client, settings: Settings, message: dict[str, Any]) -> None:
     """Starts `send-<message id>`; a start that already happened (retry, recovery) is a no-op."""
     try:
         await client.start_workflow(
             SendMessageWorkflow.run,
-            SendInput(
-                message_id=str(message["id"]),
-                initial_retry_s=settings.send_retry_initial_s,
-                max_retry_interval_s=settings.send_retry_max_interval_s,
-                max_attempts=settings.send_max_attempts,
-                attempt_timeout_s=settings.send_attempt_timeout_s,
-            ),
+            send_input(settings, str(message["id"])),
             id=send_workflow_id(str(message["id"])),
             task_queue=settings.temporal_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

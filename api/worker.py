@@ -10,24 +10,33 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.flows import FlowActivities
 from activities.messages import MessageActivities
 from api import temporal
-from hub import db, outbound
+from hub import activeflows, db, outbound
 from hub.settings import Settings
+from workflows.activeflow import ActiveflowWorkflow
 from workflows.send import SendMessageWorkflow
 
 log = logging.getLogger("hub.worker")
 
-WORKFLOWS = [SendMessageWorkflow]
+WORKFLOWS = [SendMessageWorkflow, ActiveflowWorkflow]
 
 
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
     messages = MessageActivities(http, settings)
+    flows = FlowActivities(http, settings)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[messages.deliver_message, messages.fail_message],
+        activities=[
+            messages.deliver_message,
+            messages.fail_message,
+            flows.create_message,
+            flows.http_call,
+            flows.finish,
+        ],
     )
 
 
@@ -41,9 +50,18 @@ async def recover_sends(client: Client, settings: Settings, older_than_s: float)
     return started
 
 
+async def recover_activeflows(client: Client, settings: Settings, older_than_s: float) -> int:
+    """Starts every run whose workflow start was never confirmed (crash or outage after commit)."""
+    rows = await activeflows.unstarted(older_than_s)
+    for row in rows:
+        await temporal.start_activeflow(client, settings, row)
+    return len(rows)
+
+
 async def recovery_loop(client: Client, settings: Settings) -> None:
     while True:
         try:
+            await recover_activeflows(client, settings, older_than_s=settings.recovery_interval_s)
             await recover_sends(client, settings, older_than_s=settings.recovery_interval_s)
         except Exception:  # keep the loop alive; the next round retries
             log.exception("send recovery round failed")

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from hub.addresses import normalize_tel
 from hub.errors import BadRequest
+from hub.flows import check_flow_reference
 from hub.pagination import fetch_page
 from hub.repo import get_scoped, soft_delete, update_scoped
 from hub.tables import Account
@@ -30,6 +31,7 @@ async def create_account(customer_id: UUID, values: dict[str, Any]) -> dict[str,
     if values.get("type") not in ACCOUNT_TYPES:
         raise BadRequest("type must be one of sms, line")
     values["number"] = _check_number(values["type"], values.get("number", ""))
+    await check_flow_reference(customer_id, values.get("message_flow_id"))
     account = Account(id=uuid.uuid4(), customer_id=customer_id, **values)
     await Account.insert(account)
     return await get_scoped(Account, customer_id, account.id)
@@ -52,6 +54,8 @@ async def list_accounts(customer_id: UUID, page_size: int, page_token: str):
 
 async def update_account(customer_id: UUID, account_id: UUID, values: dict[str, Any]) -> dict[str, Any]:
     values = {k: v for k, v in values.items() if k != "type"}
+    if "message_flow_id" in values:
+        await check_flow_reference(customer_id, values["message_flow_id"])
     if "number" in values:
         current = await get_scoped(Account, customer_id, account_id)
         values["number"] = _check_number(current["type"], values["number"])

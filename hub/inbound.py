@@ -8,15 +8,16 @@ from typing import Any
 
 import msgspec
 
-from hub import events
+from hub import activeflows, events
 from hub.accounts import CONVERSATION_TYPE
-from hub.addresses import Address
+from hub.addresses import Address, normalize_tel
 from hub.contacts import find_contact_name
 from hub.conversations import find_room, upsert_room
 from hub.db import current_engine, transaction
+from hub.errors import BadRequest
 from hub.models import Media, MessageReceived, conversation_out, message_out
 from hub.repo import now
-from hub.tables import Conversation, Message
+from hub.tables import Account, Conversation, Message
 from hub.titles import auto_title
 
 
@@ -38,6 +39,8 @@ class InboundResult:
     message: dict[str, Any]
     conversation_created: bool
     duplicate: bool
+    # The run this message triggered whose workflow is not confirmed started yet (None if none).
+    activeflow: dict[str, Any] | None = None
 
 
 class _Duplicate(Exception):
@@ -54,7 +57,11 @@ async def _existing(account_id: uuid.UUID, provider_message_id: str) -> dict[str
 
 async def _result_for_duplicate(message: dict[str, Any]) -> InboundResult:
     conversation = await Conversation.select().where(Conversation.id == message["conversation_id"]).first()
-    return InboundResult(conversation, message, conversation_created=False, duplicate=True)
+    # A provider retry after a failed workflow start gets to try the start again.
+    pending = await activeflows.unstarted_for_message(message["id"])
+    return InboundResult(
+        conversation, message, conversation_created=False, duplicate=True, activeflow=pending
+    )
 
 
 async def store_inbound(inbound: InboundMessage) -> InboundResult:
@@ -103,10 +110,11 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                 raise _Duplicate
             message = await Message.select().where(Message.id == message_id).first()
             await events.emit(*_inbound_events(conversation, message, created))
+            activeflow = await activeflows.create_for_message(account, conversation, message)
     except _Duplicate:
         existing = await _existing(account["id"], inbound.provider_message_id)
         return await _result_for_duplicate(existing)
-    return InboundResult(conversation, message, conversation_created=created, duplicate=False)
+    return InboundResult(conversation, message, created, duplicate=False, activeflow=activeflow)
 
 
 def _inbound_events(conversation: dict[str, Any], message: dict[str, Any], created: bool) -> list:
@@ -169,3 +177,33 @@ def _created_event(conversation: dict[str, Any]):
         conversation["id"],
         conversation["owner_id"],
     )
+
+
+def self_address_of(account: dict[str, Any]) -> Address:
+    """Our side of every conversation of an account: its number (SMS) or the account itself (LINE)."""
+    if account["type"] == "line":
+        return Address(type="line", target=str(account["id"]), name=account["name"])
+    return Address(type="tel", target=account["number"], name=account["name"])
+
+
+async def room_for_destination(
+    customer_id: uuid.UUID, account_id: uuid.UUID, destination: str
+) -> dict[str, Any]:
+    """The live conversation between an account and a destination, created if new (message_send)."""
+    account = (
+        await Account.select()
+        .where(Account.id == account_id, Account.customer_id == customer_id, Account.tm_delete.is_null())
+        .first()
+    )
+    if account is None:
+        raise BadRequest(f"account {account_id} is not a live account of this customer")
+    if account["type"] == "sms":
+        target = normalize_tel(destination)
+        if not target:
+            raise BadRequest(f"destination {destination!r} is not a phone number")
+        peer = Address(type="tel", target=target)
+        known = await find_contact_name(customer_id, "tel", target)
+    else:
+        peer, known = Address(type="line", target=destination.strip()), ""
+    conversation, _ = await open_room(account, self_address_of(account), peer, known)
+    return conversation

@@ -105,6 +105,56 @@ class MessageOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
+class ActionOut(msgspec.Struct, kw_only=True):
+    id: str
+    type: str
+    option: dict[str, Any]
+    next_id: str | None = None
+
+
+class FlowOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    name: str
+    detail: str
+    actions: list[ActionOut]
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_delete: datetime | None = None
+
+
+class ActiveflowOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    flow_id: UUID
+    flow_name: str
+    conversation_id: UUID
+    account_id: UUID
+    message_id: UUID | None
+    workflow_id: str
+    status: str
+    current_action_id: str
+    executed_actions: list[str]
+    variables: dict[str, str]
+    reason: str
+    tm_create: datetime | None
+    tm_update: datetime | None
+    tm_end: datetime | None = None
+
+
+def flow_out(row: dict[str, Any]) -> FlowOut:
+    return msgspec.convert({**row, "actions": _json(row.get("actions"), [])}, FlowOut, strict=False)
+
+
+def activeflow_out(row: dict[str, Any]) -> ActiveflowOut:
+    data = {
+        **row,
+        "executed_actions": _json(row.get("executed_actions"), []),
+        "variables": _json(row.get("variables"), {}),
+    }
+    return msgspec.convert(data, ActiveflowOut, strict=False)
+
+
 class MessageReceived(msgspec.Struct, kw_only=True):
     conversation_id: UUID
     message: MessageOut

@@ -2,6 +2,7 @@
 
 from piccolo.columns import (
     UUID,
+    Boolean,
     Integer,
     Serial,
     Text,
@@ -114,6 +115,43 @@ class Message(Table, tablename="messages"):
     tm_delete = Timestamptz(null=True, default=None)
 
 
+class Flow(Table, tablename="flows"):
+    id = UUID(primary_key=True)
+    customer_id = UUID(index=True)
+    name = Varchar(length=255, default="")
+    detail = Text(default="")
+    # The validated action list, JSON.
+    actions = Text(default="[]")
+    tm_create = Timestamptz(default=TimestamptzNow())
+    tm_update = Timestamptz(default=TimestamptzNow())
+    tm_delete = Timestamptz(null=True, default=None)
+
+
+class Activeflow(Table, tablename="activeflows"):
+    """One run of a flow. Written `running` in the transaction that stored its trigger, so a
+    crash before the workflow start is repaired by recovery (`started` still false)."""
+
+    id = UUID(primary_key=True)
+    customer_id = UUID()
+    flow_id = UUID()
+    flow_name = Varchar(length=255, default="")
+    conversation_id = UUID()
+    account_id = UUID()
+    message_id = UUID(null=True, default=None)
+    workflow_id = Varchar(length=128, unique=True)
+    # The flow's actions as they were when the run began.
+    actions = Text(default="[]")
+    status = Varchar(length=16, default="running")
+    started = Boolean(default=False)
+    current_action_id = Varchar(length=64, default="")
+    executed_actions = Text(default="[]")
+    variables = Text(default="{}")
+    reason = Text(default="")
+    tm_create = Timestamptz(default=TimestamptzNow())
+    tm_update = Timestamptz(default=TimestamptzNow())
+    tm_end = Timestamptz(null=True, default=None)
+
+
 class Event(Table, tablename="events"):
     """The outbox: every change, written in the transaction that made it, in `seq` order."""
 
@@ -136,6 +174,8 @@ TABLES: list[type[Table]] = [
     Conversation,
     Message,
     Event,
+    Flow,
+    Activeflow,
 ]
 
 __all__ = ["TABLES", *[t.__name__ for t in TABLES]]

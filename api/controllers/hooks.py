@@ -18,9 +18,10 @@ from litestar.params import FromPath
 from twilio.request_validator import RequestValidator
 
 from activities.providers import line_profile
+from api import temporal
 from hub import accounts, inbound, outbound
 from hub.addresses import Address, normalize_tel
-from hub.errors import BadRequest, NotFound, Unauthorized
+from hub.errors import BadRequest, NotFound, Unauthorized, Unavailable
 from hub.models import Media
 from hub.settings import Settings
 
@@ -28,6 +29,21 @@ log = logging.getLogger("hub.hooks")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_MEDIA = 10
+
+
+async def start_flow(request: Request, result: inbound.InboundResult) -> None:
+    """Starts the activeflow the message triggered. If Temporal cannot take it now, answer 503:
+    the message is stored, and the provider's retry (a duplicate) tries the start again; the
+    worker's recovery starts it in any case."""
+    if result.activeflow is None:
+        return
+    try:
+        await temporal.start_activeflow(
+            request.app.state.temporal, request.app.state.settings, result.activeflow
+        )
+    except Exception as exc:
+        log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc)
+        raise Unavailable("the flow engine is unavailable; retry") from exc
 
 
 # --- SMS (Twilio wire format) ---------------------------------------------------------------
@@ -95,6 +111,7 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
         )
         return Response(EMPTY_TWIML, media_type="application/xml", status_code=200)
     result = await inbound.store_inbound(parse_twilio_sms(account, params))
+    await start_flow(request, result)
     log.info(
         "inbound sms account=%s message=%s conversation=%s duplicate=%s",
         account["id"],
@@ -175,7 +192,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
         raise BadRequest(f"not a LINE webhook body: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadRequest("body must be JSON") from exc
-    me = Address(type="line", target=webhook.destination or str(account["id"]), name=account["name"])
+    me = inbound.self_address_of(account)
     for event in webhook.events:
         user_id = event.source.userId
         if not user_id:
@@ -187,7 +204,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
         elif event.type == "message" and event.message is not None:
             exists = await inbound.room_exists(account, me.target, user_id)
             known = "" if exists else await _display_name(request, account, event)
-            await inbound.store_inbound(
+            result = await inbound.store_inbound(
                 inbound.InboundMessage(
                     account=account,
                     peer=peer,
@@ -198,6 +215,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
                     peer_display_name=known,
                 )
             )
+            await start_flow(request, result)
         # unfollow keeps the conversation and its history; other event types carry no messages.
     return Response({}, status_code=200)
 

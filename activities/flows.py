@@ -1,0 +1,81 @@
+"""Activities of activeflows: messages sent by flows, HTTP calls of flows, the final record."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.inputs import FlowFinishInput, FlowHttpInput, FlowHttpResult, FlowSendInput, FlowSendResult
+from hub import activeflows, inbound, outbound
+from hub.actions import flatten
+from hub.conversations import get_conversation
+from hub.errors import HubError
+from hub.settings import Settings
+
+MAX_ANSWER_BYTES = 256 * 1024
+
+
+class FlowActivities:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.http = http
+        self.settings = settings
+
+    @activity.defn(name="flow_create_message")
+    async def create_message(self, data: FlowSendInput) -> FlowSendResult:
+        """Stores the flow's outgoing message (once per run step, however often retried)."""
+        customer_id = uuid.UUID(data.customer_id)
+        try:
+            if data.conversation_id:
+                conversation = await get_conversation(customer_id, uuid.UUID(data.conversation_id))
+            else:
+                conversation = await inbound.room_for_destination(
+                    customer_id, uuid.UUID(data.account_id), data.destination
+                )
+            message, _ = await outbound.create_outgoing(
+                customer_id,
+                conversation["id"],
+                data.text,
+                [],
+                idempotency_key=f"activeflow:{data.activeflow_id}:{data.step}",
+                activeflow_id=uuid.UUID(data.activeflow_id),
+            )
+        except HubError as exc:
+            # The conversation or account is gone, the text is empty...: retrying cannot help.
+            raise ApplicationError(exc.message, type="FlowActionFailed", non_retryable=True) from exc
+        return FlowSendResult(
+            message_id=str(message["id"]),
+            conversation_id=str(conversation["id"]),
+            account_id=str(conversation["account_id"]),
+        )
+
+    @activity.defn(name="flow_http")
+    async def http_call(self, data: FlowHttpInput) -> FlowHttpResult:
+        """webhook_send and fetch. Any HTTP status is an answer; only transport errors retry."""
+        response = await self.http.request(
+            data.method,
+            data.url,
+            json=data.body if data.method not in ("GET", "DELETE") else None,
+            timeout=data.timeout_ms / 1000,
+        )
+        variables: dict[str, str] = {}
+        if data.answer_prefix:
+            content = response.content[:MAX_ANSWER_BYTES]
+            try:
+                flatten(data.answer_prefix, response.json(), variables)
+            except ValueError:
+                variables[data.answer_prefix] = content.decode("utf-8", "replace")[:5000]
+        return FlowHttpResult(status_code=response.status_code, variables=variables)
+
+    @activity.defn(name="flow_finish")
+    async def finish(self, data: FlowFinishInput) -> None:
+        await activeflows.finish(
+            uuid.UUID(data.activeflow_id),
+            data.status,
+            data.executed,
+            data.variables,
+            data.current_action_id,
+            data.reason,
+        )

@@ -1,0 +1,108 @@
+"""/v1.0/flows (admin/manager write, every agent reads) and /v1.0/activeflows (runs of flows)."""
+
+import logging
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Request, delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.deps import Caller
+from api.params import PageSize, PageToken
+from api.schemas import ActiveflowPage, FlowCreate, FlowPage, FlowUpdate, given
+from hub import activeflows, flows
+from hub.models import ActiveflowOut, FlowOut, activeflow_out, flow_out
+from workflows.activeflow import ActiveflowState
+
+log = logging.getLogger("hub.api")
+
+
+class FlowController(Controller):
+    path = "/v1.0/flows"
+    tags = ["flows"]
+
+    @get("/")
+    async def list_flows(
+        self, caller: NamedDependency[Caller], page_size: PageSize = 100, page_token: PageToken = ""
+    ) -> FlowPage:
+        rows, token = await flows.list_flows(caller.customer_id, page_size, page_token)
+        return FlowPage(result=[flow_out(r) for r in rows], next_page_token=token)
+
+    @post("/", status_code=200, summary="Register a flow; actions are validated, errors name the action")
+    async def create_flow(self, caller: NamedDependency[Caller], data: JSONBody[FlowCreate]) -> FlowOut:
+        caller.require_admin_or_manager()
+        return flow_out(await flows.create_flow(caller.customer_id, data.name, data.detail, data.actions))
+
+    @get("/{flow_id:str}")
+    async def get_flow(self, caller: NamedDependency[Caller], flow_id: FromPath[UUID]) -> FlowOut:
+        return flow_out(await flows.get_flow(caller.customer_id, flow_id))
+
+    @put("/{flow_id:str}")
+    async def update_flow(
+        self, caller: NamedDependency[Caller], flow_id: FromPath[UUID], data: JSONBody[FlowUpdate]
+    ) -> FlowOut:
+        caller.require_admin_or_manager()
+        return flow_out(await flows.update_flow(caller.customer_id, flow_id, given(data)))
+
+    @delete("/{flow_id:str}", status_code=200)
+    async def delete_flow(self, caller: NamedDependency[Caller], flow_id: FromPath[UUID]) -> FlowOut:
+        caller.require_admin_or_manager()
+        return flow_out(await flows.delete_flow(caller.customer_id, flow_id))
+
+
+class ActiveflowController(Controller):
+    path = "/v1.0/activeflows"
+    tags = ["activeflows"]
+
+    @get("/")
+    async def list_activeflows(
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: Annotated[UUID | None, QueryParameter(name="conversation_id")] = None,
+        status: Annotated[
+            str | None, QueryParameter(name="status", description="running, ended, failed or stopped")
+        ] = None,
+        page_size: PageSize = 100,
+        page_token: PageToken = "",
+    ) -> ActiveflowPage:
+        rows, token = await activeflows.list_activeflows(
+            caller.customer_id, conversation_id, status, page_size, page_token
+        )
+        return ActiveflowPage(result=[activeflow_out(r) for r in rows], next_page_token=token)
+
+    @get("/{activeflow_id:str}", summary="A run: status, current action, executed actions, variables")
+    async def get_activeflow(
+        self, request: Request, caller: NamedDependency[Caller], activeflow_id: FromPath[UUID]
+    ) -> ActiveflowOut:
+        row = await activeflows.get_activeflow(caller.customer_id, activeflow_id)
+        out = activeflow_out(row)
+        if row["status"] == "running" and row["started"]:
+            await _live_state(request, out)
+        return out
+
+    @post("/{activeflow_id:str}/stop", status_code=200, summary="Stop a running activeflow")
+    async def stop_activeflow(
+        self, request: Request, caller: NamedDependency[Caller], activeflow_id: FromPath[UUID]
+    ) -> ActiveflowOut:
+        row = await activeflows.request_stop(caller.customer_id, activeflow_id)
+        try:
+            handle = request.app.state.temporal.get_workflow_handle(row["workflow_id"])
+            await handle.signal("stop")
+        except Exception as exc:  # not started yet, or already over: the row says stopped anyway
+            log.info("stop signal for %s not delivered: %s", row["workflow_id"], exc)
+        return activeflow_out(row)
+
+
+async def _live_state(request: Request, out: ActiveflowOut) -> None:
+    """A running flow's progress lives in its workflow; ask it (the table has the final state)."""
+
+    try:
+        handle = request.app.state.temporal.get_workflow_handle(out.workflow_id)
+        state = await handle.query("current", result_type=ActiveflowState)
+    except Exception as exc:
+        log.info("activeflow %s not queryable now: %s", out.workflow_id, exc)
+        return
+    out.current_action_id = state.current_action_id
+    out.executed_actions = state.executed
+    out.variables = state.variables

@@ -1,0 +1,211 @@
+"""Flow actions: their options, validation on write, and the pure helpers the interpreter uses
+(`${name}` substitution, JSON answers into variables, comparisons). No I/O: workflows import it."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta, Struct
+
+from hub.errors import BadRequest
+
+MAX_ACTIONS_PER_FLOW = 500
+# Safety cap of executed actions per activeflow (loops included).
+MAX_EXECUTED_ACTIONS = 1000
+ActionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Text = Annotated[str, Meta(max_length=5000)]
+Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://")]
+VariableName = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class ConversationSendOption(Struct, forbid_unknown_fields=True):
+    text: Text
+
+
+class MessageSendOption(Struct, forbid_unknown_fields=True):
+    account_id: UUID
+    destination: Annotated[str, Meta(min_length=1, max_length=64)]
+    text: Text
+
+
+class WebhookSendOption(Struct, forbid_unknown_fields=True):
+    url: Url
+    method: Literal["POST", "PUT", "PATCH", "GET", "DELETE"] = "POST"
+    body: dict[str, Any] | None = None
+    wait_response: bool = False
+    timeout_ms: Annotated[int, Meta(ge=100, le=30_000)] = 5000
+
+
+class FetchOption(Struct, forbid_unknown_fields=True):
+    url: Url
+    into: VariableName
+
+
+class VariableSetOption(Struct, forbid_unknown_fields=True):
+    name: VariableName
+    value: Annotated[str, Meta(max_length=5000)]
+
+
+class BranchOption(Struct, forbid_unknown_fields=True):
+    variable: VariableName
+    targets: dict[str, ActionId]
+    default_target_id: ActionId | None = None
+
+
+class ConditionVariableOption(Struct, forbid_unknown_fields=True):
+    variable: VariableName
+    operator: Literal["==", "!=", "<", ">", "contains"]
+    value: Annotated[str, Meta(max_length=5000)]
+    false_target_id: ActionId
+
+
+class GotoOption(Struct, forbid_unknown_fields=True):
+    target_id: ActionId
+    loop_count: Annotated[int, Meta(ge=0, le=MAX_EXECUTED_ACTIONS)]
+
+
+class SleepOption(Struct, forbid_unknown_fields=True):
+    duration_ms: Annotated[int, Meta(ge=0, le=30 * 24 * 3600 * 1000)]
+
+
+class StopOption(Struct, forbid_unknown_fields=True):
+    pass
+
+
+OPTION_TYPES: dict[str, type[Struct]] = {
+    "conversation_send": ConversationSendOption,
+    "message_send": MessageSendOption,
+    "webhook_send": WebhookSendOption,
+    "fetch": FetchOption,
+    "variable_set": VariableSetOption,
+    "branch": BranchOption,
+    "condition_variable": ConditionVariableOption,
+    "goto": GotoOption,
+    "sleep": SleepOption,
+    "stop": StopOption,
+}
+ACTION_TYPES = tuple(OPTION_TYPES)
+
+
+class ActionIn(Struct, kw_only=True):
+    """An action as written by a flow designer; `option` is checked against `type` on write."""
+
+    id: ActionId
+    type: Annotated[str, Meta(max_length=64, description="one of: " + ", ".join(ACTION_TYPES))]
+    option: dict[str, Any] = {}
+    next_id: ActionId | None = None
+
+
+def jump_targets(action_type: str, option: Struct) -> list[str]:
+    if isinstance(option, BranchOption):
+        return [*option.targets.values(), *([option.default_target_id] if option.default_target_id else [])]
+    if isinstance(option, ConditionVariableOption):
+        return [option.false_target_id]
+    if isinstance(option, GotoOption):
+        return [option.target_id]
+    return []
+
+
+def validate_actions(actions: list[ActionIn]) -> list[dict[str, Any]]:
+    """Checks every action and returns them normalised; errors name the offending action."""
+    if len(actions) > MAX_ACTIONS_PER_FLOW:
+        raise BadRequest(f"a flow has at most {MAX_ACTIONS_PER_FLOW} actions")
+    ids = [a.id for a in actions]
+    seen: set[str] = set()
+    for action in actions:
+        if action.id in seen:
+            raise BadRequest(f"action {action.id!r}: duplicate action id")
+        seen.add(action.id)
+    normalised = []
+    for action in actions:
+        option_type = OPTION_TYPES.get(action.type)
+        if option_type is None:
+            raise BadRequest(
+                f"action {action.id!r}: unknown type {action.type!r} (one of: {', '.join(ACTION_TYPES)})"
+            )
+        try:
+            option = msgspec.convert(action.option, option_type)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"action {action.id!r} ({action.type}): bad option: {exc}") from exc
+        for target in [*jump_targets(action.type, option), *([action.next_id] if action.next_id else [])]:
+            if target not in ids:
+                raise BadRequest(
+                    f"action {action.id!r} ({action.type}): target {target!r} is not an action of this flow"
+                )
+        normalised.append(
+            {
+                "id": action.id,
+                "type": action.type,
+                "option": msgspec.to_builtins(option),
+                "next_id": action.next_id,
+            }
+        )
+    return normalised
+
+
+# --- substitution (pure; also used inside workflows) ----------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+def substitute(text: str, variables: dict[str, str]) -> str:
+    """Replaces `${name}` with the variable's value; unknown names become ""."""
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1).strip(), ""), text)
+
+
+def substitute_json(value: Any, variables: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return substitute(value, variables)
+    if isinstance(value, list):
+        return [substitute_json(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute_json(v, variables) for k, v in value.items()}
+    return value
+
+
+def flatten(prefix: str, value: Any, into: dict[str, str], depth: int = 0) -> None:
+    """JSON answers become variables: {"a": {"b": 1}} under "x" -> x.a.b = "1"."""
+    if depth > 8 or len(into) > 500:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), item, into, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            flatten(f"{prefix}.{i}", item, into, depth + 1)
+    elif value is None:
+        into[prefix] = ""
+    elif isinstance(value, bool):
+        into[prefix] = "true" if value else "false"
+    else:
+        into[prefix] = str(value)
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def compare(left: str, operator: str, right: str) -> bool:
+    """condition_variable: numbers compare as numbers when both sides are numeric."""
+    if operator == "contains":
+        return right in left
+    a, b = _number(left), _number(right)
+    if a is not None and b is not None:
+        pair: tuple[Any, Any] = (a, b)
+    else:
+        pair = (left, right)
+    if operator == "==":
+        return pair[0] == pair[1]
+    if operator == "!=":
+        return pair[0] != pair[1]
+    if operator == "<":
+        return pair[0] < pair[1]
+    if operator == ">":
+        return pair[0] > pair[1]
+    raise ValueError(f"unknown operator {operator!r}")

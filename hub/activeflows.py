@@ -1,0 +1,161 @@
+"""Activeflows: runs of a flow. Created with their trigger, finished by the workflow, listed by API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from hub.errors import BadRequest, Conflict
+from hub.flows import live_flow
+from hub.pagination import fetch_page
+from hub.permissions import NIL_UUID
+from hub.repo import get_scoped, now
+from hub.tables import Activeflow
+
+STATUSES = ("running", "ended", "failed", "stopped")
+
+
+def workflow_id_for_message(message_id: UUID) -> str:
+    return f"activeflow-{message_id}"
+
+
+def initial_variables(
+    conversation: dict[str, Any], message: dict[str, Any] | None, flow_id: UUID, activeflow_id: UUID
+) -> dict[str, str]:
+    me = msgspec.json.decode(conversation["self_address"] or "{}")
+    peer = msgspec.json.decode(conversation["peer_address"] or "{}")
+    return {
+        "conversation.id": str(conversation["id"]),
+        "conversation.self.target": me.get("target", ""),
+        "conversation.peer.target": peer.get("target", ""),
+        "conversation.peer.name": peer.get("target_name", "") or peer.get("name", ""),
+        "message.id": str(message["id"]) if message else "",
+        "message.text": message["text"] if message else "",
+        "message.direction": message["direction"] if message else "",
+        "account.id": str(conversation["account_id"]),
+        "flow.id": str(flow_id),
+        "activeflow.id": str(activeflow_id),
+    }
+
+
+async def create_for_message(
+    account: dict[str, Any], conversation: dict[str, Any], message: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The activeflow an inbound message starts, if any; call inside the inbound transaction.
+
+    None when the conversation is owned by an agent or the account has no (live) flow."""
+    if str(conversation["owner_id"]) != str(NIL_UUID):
+        return None
+    flow = await live_flow(account["customer_id"], account["message_flow_id"])
+    if flow is None:
+        return None
+    activeflow_id = uuid.uuid4()
+    row = Activeflow(
+        id=activeflow_id,
+        customer_id=account["customer_id"],
+        flow_id=flow["id"],
+        flow_name=flow["name"],
+        conversation_id=conversation["id"],
+        account_id=account["id"],
+        message_id=message["id"],
+        workflow_id=workflow_id_for_message(message["id"]),
+        actions=flow["actions"],
+        status="running",
+        started=False,
+        variables=msgspec.json.encode(
+            initial_variables(conversation, message, flow["id"], activeflow_id)
+        ).decode(),
+    )
+    await Activeflow.insert(row)
+    return await Activeflow.select().where(Activeflow.id == activeflow_id).first()
+
+
+async def unstarted_for_message(message_id: UUID) -> dict[str, Any] | None:
+    return (
+        await Activeflow.select()
+        .where(
+            Activeflow.message_id == message_id, Activeflow.started.eq(False), Activeflow.status == "running"
+        )
+        .first()
+    )
+
+
+async def mark_started(activeflow_id: UUID) -> None:
+    await Activeflow.update({Activeflow.started: True}).where(Activeflow.id == activeflow_id)
+
+
+async def unstarted(older_than_s: float, limit: int = 500) -> list[dict[str, Any]]:
+    """Runs whose workflow start was never confirmed (a crash or Temporal outage after the commit)."""
+    return (
+        await Activeflow.select()
+        .where(
+            Activeflow.started.eq(False),
+            Activeflow.status == "running",
+            Activeflow.tm_create < now() - timedelta(seconds=older_than_s),
+        )
+        .order_by(Activeflow.tm_create)
+        .limit(limit)
+    )
+
+
+async def finish(
+    activeflow_id: UUID,
+    status: str,
+    executed: list[str],
+    variables: dict[str, str],
+    current_action_id: str,
+    reason: str = "",
+) -> None:
+    """The final state written by the workflow. A stop requested through the API stays `stopped`."""
+    row = await Activeflow.select(Activeflow.status).where(Activeflow.id == activeflow_id).first()
+    if row is None:
+        return
+    final = "stopped" if row["status"] == "stopped" else status
+    stamp = now()
+    await Activeflow.update(
+        {
+            Activeflow.status: final,
+            Activeflow.started: True,
+            Activeflow.executed_actions: msgspec.json.encode(executed).decode(),
+            Activeflow.variables: msgspec.json.encode(variables).decode(),
+            Activeflow.current_action_id: current_action_id,
+            Activeflow.reason: reason[:2000],
+            Activeflow.tm_update: stamp,
+            Activeflow.tm_end: stamp,
+        }
+    ).where(Activeflow.id == activeflow_id)
+
+
+async def list_activeflows(
+    customer_id: UUID, conversation_id: UUID | None, status: str | None, page_size: int, page_token: str
+):
+    conditions = [Activeflow.customer_id == customer_id]
+    if conversation_id is not None:
+        conditions.append(Activeflow.conversation_id == conversation_id)
+    if status:
+        if status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        conditions.append(Activeflow.status == status)
+    return await fetch_page(Activeflow, conditions, page_size, page_token)
+
+
+async def get_activeflow(customer_id: UUID, activeflow_id: UUID) -> dict[str, Any]:
+    return await get_scoped(Activeflow, customer_id, activeflow_id, include_deleted=True)
+
+
+async def request_stop(customer_id: UUID, activeflow_id: UUID) -> dict[str, Any]:
+    row = await get_activeflow(customer_id, activeflow_id)
+    if row["status"] != "running":
+        raise Conflict(f"activeflow {activeflow_id} is already {row['status']}")
+    await Activeflow.update(
+        {
+            Activeflow.status: "stopped",
+            Activeflow.reason: "stopped through the API",
+            Activeflow.tm_update: now(),
+        }
+    ).where(Activeflow.id == activeflow_id, Activeflow.status == "running")
+    return await get_activeflow(customer_id, activeflow_id)

@@ -1,0 +1,105 @@
+"""Flows: storage of user-defined action lists, and the account references to them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from hub.actions import ActionIn, validate_actions
+from hub.errors import BadRequest
+from hub.pagination import fetch_page
+from hub.repo import get_scoped, now, soft_delete
+from hub.tables import Account, Flow
+
+
+async def check_accounts(customer_id: UUID, actions: list[dict[str, Any]]) -> None:
+    for action in actions:
+        if action["type"] == "message_send":
+            account_id = UUID(action["option"]["account_id"])
+            ok = await Account.exists().where(
+                Account.id == account_id, Account.customer_id == customer_id, Account.tm_delete.is_null()
+            )
+            if not ok:
+                raise BadRequest(
+                    f"action {action['id']!r} (message_send): account_id is not an account of this customer"
+                )
+
+
+def flow_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "actions": msgspec.json.decode(row["actions"])}
+
+
+async def create_flow(customer_id: UUID, name: str, detail: str, actions: list[ActionIn]) -> dict[str, Any]:
+    normalised = validate_actions(actions)
+    await check_accounts(customer_id, normalised)
+    flow = Flow(
+        id=uuid.uuid4(),
+        customer_id=customer_id,
+        name=name,
+        detail=detail,
+        actions=msgspec.json.encode(normalised).decode(),
+    )
+    await Flow.insert(flow)
+    return flow_view(await get_scoped(Flow, customer_id, flow.id))
+
+
+async def get_flow(customer_id: UUID, flow_id: UUID) -> dict[str, Any]:
+    return flow_view(await get_scoped(Flow, customer_id, flow_id))
+
+
+async def list_flows(customer_id: UUID, page_size: int, page_token: str):
+    rows, token = await fetch_page(
+        Flow, [Flow.customer_id == customer_id, Flow.tm_delete.is_null()], page_size, page_token
+    )
+    return [flow_view(r) for r in rows], token
+
+
+async def update_flow(customer_id: UUID, flow_id: UUID, values: dict[str, Any]) -> dict[str, Any]:
+    await get_scoped(Flow, customer_id, flow_id)
+    changes: dict[Any, Any] = {}
+    if "name" in values:
+        changes[Flow.name] = values["name"]
+    if "detail" in values:
+        changes[Flow.detail] = values["detail"]
+    if "actions" in values:
+        normalised = validate_actions(values["actions"])
+        await check_accounts(customer_id, normalised)
+        changes[Flow.actions] = msgspec.json.encode(normalised).decode()
+    if changes:
+        changes[Flow.tm_update] = now()
+        await Flow.update(changes).where(Flow.id == flow_id)
+    return await get_flow(customer_id, flow_id)
+
+
+async def delete_flow(customer_id: UUID, flow_id: UUID) -> dict[str, Any]:
+    return flow_view(await soft_delete(Flow, customer_id, flow_id))
+
+
+async def live_flow(customer_id: UUID, flow_id: UUID | None) -> dict[str, Any] | None:
+    if flow_id is None:
+        return None
+    return (
+        await Flow.select()
+        .where(Flow.id == flow_id, Flow.customer_id == customer_id, Flow.tm_delete.is_null())
+        .first()
+    )
+
+
+async def check_flow_reference(customer_id: UUID, flow_id: UUID | None) -> None:
+    """An account's message_flow_id must name a live flow of the same customer."""
+    if flow_id is not None and await live_flow(customer_id, flow_id) is None:
+        raise BadRequest("message_flow_id is not a flow of this customer")
+
+
+async def find_flow(customer_id: UUID, flow_id: str | None, name: str) -> dict[str, Any] | None:
+    """A live flow of the customer by id (when given) or else by name."""
+    query = Flow.select().where(Flow.customer_id == customer_id, Flow.tm_delete.is_null())
+    if flow_id:
+        try:
+            return await query.where(Flow.id == UUID(str(flow_id))).first()
+        except ValueError as exc:
+            raise BadRequest(f"id {flow_id!r} is not a UUID") from exc
+    return await query.where(Flow.name == name).order_by(Flow.tm_create).first()

@@ -1,7 +1,8 @@
 """Flow actions: their options, validation on write, and the pure helpers the interpreter uses
-(`${name}` substitution, JSON answers into variables, comparisons). No I/O: workflows import it."""
+(`${name}` substitution, JSON answers into variables, comparisons). No I/O: workflows import it.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: msgspec would have to evaluate string annotations
+inside the Temporal sandbox, where this module's globals are not visible."""
 
 import re
 from typing import Annotated, Any, Literal

@@ -1,0 +1,105 @@
+"""Determinism guard: recorded workflow histories must replay against the current workflow code.
+
+Histories in histories/ were recorded from real runs; a change to a workflow that would break
+running executions fails here. Set HUB_RECORD_HISTORIES=1 to (re)record them on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from api.worker import WORKFLOWS
+from hub.tables import Activeflow, Message
+from tests.helpers import make_tenant, signed_sms, sms_params, wait_for
+
+HISTORIES = Path(__file__).parent / "histories"
+
+REPRESENTATIVE_FLOWS = {
+    "menu_loop_sleep": [
+        {
+            "id": "set",
+            "type": "variable_set",
+            "option": {"name": "who", "value": "${conversation.peer.target}"},
+        },
+        {
+            "id": "menu",
+            "type": "branch",
+            "option": {"variable": "message.text", "targets": {"loop": "say"}, "default_target_id": "bye"},
+        },
+        {"id": "say", "type": "conversation_send", "option": {"text": "round for ${who}"}},
+        {"id": "nap", "type": "sleep", "option": {"duration_ms": 50}},
+        {"id": "again", "type": "goto", "option": {"target_id": "say", "loop_count": 1}},
+        {"id": "bye", "type": "conversation_send", "option": {"text": "bye"}},
+        {"id": "end", "type": "stop", "option": {}},
+    ],
+    "action_cap": [
+        {"id": "a", "type": "variable_set", "option": {"name": "x", "value": "1"}},
+        {"id": "loop", "type": "goto", "option": {"target_id": "a", "loop_count": 1000}},
+    ],
+}
+
+
+def stored_histories() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_histories_are_recorded():
+    names = {p.stem for p in stored_histories()}
+    assert {"activeflow_menu_loop_sleep", "activeflow_action_cap", "send_retried"} <= names
+
+
+@pytest.mark.parametrize("path", stored_histories(), ids=lambda p: p.stem)
+async def test_stored_history_replays(path: Path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=WORKFLOWS).replay_workflow(history)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_fresh_histories_replay(client, temporal_env, fake_sms):
+    """Runs the representative flows now, then replays what the server recorded."""
+    fake_sms.control({"fail_next": 1, "fail_status": 500})
+    histories: dict[str, WorkflowHistory] = {}
+    for name, actions in REPRESENTATIVE_FLOWS.items():
+        tenant = await make_tenant()
+        flow = await client.post(
+            "/v1.0/flows", json={"name": name, "actions": actions}, headers=tenant.admin.headers
+        )
+        await client.put(
+            f"/v1.0/accounts/{tenant.account['id']}",
+            json={"message_flow_id": flow.json()["id"]},
+            headers=tenant.admin.headers,
+        )
+        path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, sms_params(body="loop"))
+        assert (await client.post(path, content=body, headers=headers)).status_code == 200
+
+        async def finished(customer_id=tenant.customer_id):
+            row = await Activeflow.select().where(Activeflow.customer_id == customer_id).first()
+            return row if row and row["status"] != "running" else None
+
+        run = await wait_for(finished)
+        handle = temporal_env.client.get_workflow_handle(run["workflow_id"])
+        histories[f"activeflow_{name}"] = await handle.fetch_history()
+        if name == "menu_loop_sleep":
+            sent = await Message.select(Message.id).where(
+                Message.customer_id == tenant.customer_id, Message.direction == "outgoing"
+            )
+
+            async def all_done(ids=[m["id"] for m in sent]):
+                rows = await Message.select(Message.status).where(Message.id.is_in(ids))
+                return all(r["status"] != "progressing" for r in rows)
+
+            await wait_for(all_done)
+            first = temporal_env.client.get_workflow_handle(f"send-{sent[0]['id']}")
+            histories["send_retried"] = await first.fetch_history()
+
+    replayer = Replayer(workflows=WORKFLOWS)
+    for history in histories.values():
+        await replayer.replay_workflow(history)
+    if os.environ.get("HUB_RECORD_HISTORIES") == "1":
+        for name, history in histories.items():
+            (HISTORIES / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))

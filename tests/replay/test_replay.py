@@ -5,6 +5,7 @@ running executions fails here. Set HUB_RECORD_HISTORIES=1 to (re)record them on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -55,7 +56,7 @@ def test_histories_are_recorded():
 
 @pytest.mark.parametrize("path", stored_histories(), ids=lambda p: p.stem)
 async def test_stored_history_replays(path: Path):
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = WorkflowHistory.from_json(path.stem, await asyncio.to_thread(path.read_text))
     await Replayer(workflows=WORKFLOWS).replay_workflow(history)
 
 
@@ -89,7 +90,7 @@ async def test_fresh_histories_replay(client, temporal_env, fake_sms):
                 Message.customer_id == tenant.customer_id, Message.direction == "outgoing"
             )
 
-            async def all_done(ids=[m["id"] for m in sent]):
+            async def all_done(ids=tuple(m["id"] for m in sent)):
                 rows = await Message.select(Message.status).where(Message.id.is_in(ids))
                 return all(r["status"] != "progressing" for r in rows)
 

@@ -24,3 +24,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .hub .pytest_cache
+
+## Throughput and latency figures as one JSON object (PostgreSQL on 127.0.0.1:5432).
+bench: $(STAMP)
+	$(VENV)/bin/python -m tests.bench

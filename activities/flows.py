@@ -9,6 +9,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.inputs import FlowFinishInput, FlowHttpInput, FlowHttpResult, FlowSendInput, FlowSendResult
+from activities.messages import MessageActivities
 from hub import activeflows, inbound, outbound
 from hub.actions import flatten
 from hub.conversations import get_conversation
@@ -19,13 +20,15 @@ MAX_ANSWER_BYTES = 256 * 1024
 
 
 class FlowActivities:
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, messages: MessageActivities) -> None:
         self.http = http
         self.settings = settings
+        self.messages = messages
 
-    @activity.defn(name="flow_create_message")
-    async def create_message(self, data: FlowSendInput) -> FlowSendResult:
-        """Stores the flow's outgoing message (once per run step, however often retried)."""
+    @activity.defn(name="flow_send_message")
+    async def send_message(self, data: FlowSendInput) -> FlowSendResult:
+        """Stores the flow's outgoing message (once per run step, however often retried) and
+        hands it to the provider; provider outages raise, so the workflow's policy retries."""
         customer_id = uuid.UUID(data.customer_id)
         try:
             if data.conversation_id:
@@ -41,14 +44,17 @@ class FlowActivities:
                 [],
                 idempotency_key=f"activeflow:{data.activeflow_id}:{data.step}",
                 activeflow_id=uuid.UUID(data.activeflow_id),
+                message_id=uuid.UUID(data.message_id) if data.message_id else None,
             )
         except HubError as exc:
             # The conversation or account is gone, the text is empty...: retrying cannot help.
             raise ApplicationError(exc.message, type="FlowActionFailed", non_retryable=True) from exc
+        delivered = await self.messages.deliver(message["id"])
         return FlowSendResult(
             message_id=str(message["id"]),
             conversation_id=str(conversation["id"]),
             account_id=str(conversation["account_id"]),
+            status=delivered.status,
         )
 
     @activity.defn(name="flow_http")

@@ -34,7 +34,8 @@ class FlowSendInput:
     account_id: str = ""
     destination: str = ""
     text: str = ""
-    # Position in the run; with the activeflow id it makes a retried activity store one message.
+    # Decided by the workflow (deterministically), so a retried activity stores one message.
+    message_id: str = ""
     step: int = 0
 
 
@@ -43,6 +44,7 @@ class FlowSendResult:
     message_id: str = ""
     conversation_id: str = ""
     account_id: str = ""
+    status: str = ""
 
 
 @dataclass
@@ -69,3 +71,29 @@ class FlowFinishInput:
     variables: dict[str, str] = field(default_factory=dict)
     current_action_id: str = ""
     reason: str = ""
+
+
+@dataclass
+class RelayInput:
+    # How long this round takes events from the outbox before it returns to its workflow.
+    round_s: float = 60.0
+    batch_size: int = 1000
+
+
+@dataclass
+class RelayResult:
+    relayed: int = 0
+
+
+@dataclass
+class DeliverShardInput:
+    shard: int = 0
+    shards: int = 1
+    round_s: float = 60.0
+
+
+@dataclass
+class DeliverShardResult:
+    delivered: int = 0
+    failed: int = 0
+    retried: int = 0

@@ -21,9 +21,11 @@ class MessageActivities:
 
     @activity.defn(name="deliver_message")
     async def deliver_message(self, data: DeliverInput) -> DeliverResult:
+        return await self.deliver(uuid.UUID(data.message_id))
+
+    async def deliver(self, message_id: uuid.UUID) -> DeliverResult:
         """One attempt to hand the message to its provider. 4xx settles it `failed`; 5xx and
-        timeouts raise so Temporal retries under the workflow's policy."""
-        message_id = uuid.UUID(data.message_id)
+        timeouts raise so Temporal retries under the calling workflow's policy."""
         delivery = await outbound.load_delivery(message_id)
         if delivery is None:
             return DeliverResult(status="missing")

@@ -25,7 +25,7 @@ WORKFLOWS = [SendMessageWorkflow, ActiveflowWorkflow]
 
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
     messages = MessageActivities(http, settings)
-    flows = FlowActivities(http, settings)
+    flows = FlowActivities(http, settings, messages)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -33,7 +33,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         activities=[
             messages.deliver_message,
             messages.fail_message,
-            flows.create_message,
+            flows.send_message,
             flows.http_call,
             flows.finish,
         ],

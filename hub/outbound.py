@@ -53,6 +53,7 @@ async def create_outgoing(
     medias: list[Media],
     idempotency_key: str = "",
     activeflow_id: UUID | None = None,
+    message_id: UUID | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Stores a `progressing` outgoing message; returns it and whether it is new.
 
@@ -68,7 +69,7 @@ async def create_outgoing(
     )
     if not account_live:
         raise BadRequest("the conversation's account was deleted; nothing can be sent through it")
-    message_id = uuid.uuid4()
+    message_id = message_id or uuid.uuid4()
     stamp = now()
     row = Message(
         id=message_id,

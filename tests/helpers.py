@@ -91,10 +91,12 @@ def sms_params(
     return params
 
 
-def signed_sms(account_id, auth_token: str, params: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+def signed_sms(
+    account_id, auth_token: str, params: dict[str, str], public_url: str = PUBLIC_URL
+) -> tuple[str, bytes, dict[str, str]]:
     """Path, form body and headers exactly as a Twilio-compatible provider would post them."""
     path = f"/v1.0/hooks/accounts/{account_id}"
-    signature = RequestValidator(auth_token).compute_signature(PUBLIC_URL + path, params)
+    signature = RequestValidator(auth_token).compute_signature(public_url + path, params)
     headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
     return path, urlencode(params).encode(), headers
 

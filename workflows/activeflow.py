@@ -5,17 +5,24 @@ otherwise; every I/O is an activity; at most `max_actions` actions run."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities.inputs import FlowFinishInput, FlowHttpInput, FlowHttpResult, FlowSendInput, FlowSendResult
-from workflows.send import SendInput, SendMessageWorkflow, send_workflow_id
+from activities.inputs import (
+    FailInput,
+    FlowFinishInput,
+    FlowHttpInput,
+    FlowHttpResult,
+    FlowSendInput,
+    FlowSendResult,
+)
+from workflows.send import SendInput
 
 with workflow.unsafe.imports_passed_through():
     import msgspec
@@ -101,7 +108,7 @@ class ActiveflowWorkflow:
                 reason = "stopped through the API"
             elif state.status == "running":
                 state.status = "ended"
-        except (ActivityError, ChildWorkflowError) as exc:
+        except ActivityError as exc:
             state.status = "failed"
             reason = f"action {state.current_action_id}: {exc.cause or exc}"
         await workflow.execute_activity(
@@ -187,29 +194,41 @@ class ActiveflowWorkflow:
         return None
 
     async def send(self, data: ActiveflowInput, request: FlowSendInput) -> FlowSendResult:
+        """Stores and delivers one message; the flow goes on once the provider took it (or gave up)."""
         request.activeflow_id = data.activeflow_id
         request.customer_id = data.customer_id
         request.step = len(self.state.executed)
+        # Deterministic, so the id survives replays and activity retries alike.
+        request.message_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), str(request.step)))
         request.text = flow_actions.substitute(request.text, self.state.variables)
-        sent: FlowSendResult = await workflow.execute_activity(
-            "flow_create_message",
-            request,
-            result_type=FlowSendResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=DB_RETRY,
+        retry = RetryPolicy(
+            initial_interval=timedelta(seconds=data.send.initial_retry_s),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=data.send.max_retry_interval_s),
+            maximum_attempts=data.send.max_attempts,
+            non_retryable_error_types=["FlowActionFailed"],
         )
-        # Delivery has its own long retry schedule; the flow goes on without waiting for it.
-        send_input = SendInput(**{**data.send.__dict__, "message_id": sent.message_id})
         try:
-            await workflow.start_child_workflow(
-                SendMessageWorkflow.run,
-                send_input,
-                id=send_workflow_id(sent.message_id),
-                parent_close_policy=ParentClosePolicy.ABANDON,
+            return await workflow.execute_activity(
+                "flow_send_message",
+                request,
+                result_type=FlowSendResult,
+                start_to_close_timeout=timedelta(seconds=data.send.attempt_timeout_s),
+                retry_policy=retry,
             )
-        except WorkflowAlreadyStartedError:
-            pass  # the send recovery got there first; one delivery either way
-        return sent
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "FlowActionFailed":
+                raise
+            # The provider stayed unavailable: the message fails, the flow goes on.
+            reason = f"provider unavailable after {data.send.max_attempts} attempts: {cause or exc}"
+            await workflow.execute_activity(
+                "fail_message",
+                FailInput(message_id=request.message_id, reason=reason[:1000]),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            return FlowSendResult(message_id=request.message_id, status="failed")
 
     async def http(self, request: FlowHttpInput, timeout_ms: int) -> FlowHttpResult:
         return await workflow.execute_activity(

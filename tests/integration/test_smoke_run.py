@@ -97,11 +97,19 @@ def test_make_run_serves_login_and_schema(tmp_path):
                 time.sleep(0.2)
                 message = client.get(f"/v1.0/conversation_messages/{sent['id']}", headers=auth).json()
             assert message["status"] == "done"
+            # The demo flow answered the simulated SMS on its own; the agent's reply went out too.
+            while len(httpx.get(f"http://127.0.0.1:{sms_port}/_fake/state").json()["received"]) < 2:
+                assert time.monotonic() < deadline + 30, "automatic reply not delivered in time"
+                time.sleep(0.2)
             fake = httpx.get(f"http://127.0.0.1:{sms_port}/_fake/state").json()
-            assert [m["body"] for m in fake["received"]] == ["hello back"]
+            assert sorted(m["body"] for m in fake["received"]) == [
+                'Thanks +14155551234! We got "hi from a phone".',
+                "hello back",
+            ]
             listing = httpx.get(f"http://127.0.0.1:{ui_port}/api/v1/namespaces/default/workflows").json()
             ids = [e["execution"]["workflowId"] for e in listing.get("executions", [])]
             assert f"send-{sent['id']}" in ids
+            assert any(i.startswith("activeflow-") for i in ids), ids
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

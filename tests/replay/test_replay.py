@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,10 +61,26 @@ async def test_stored_history_replays(path: Path):
     await Replayer(workflows=WORKFLOWS).replay_workflow(history)
 
 
+async def send_history(client, temporal_env, tenant, conversation_id) -> WorkflowHistory:
+    """An API send whose first provider attempt fails (500) and the retry succeeds."""
+    response = await client.post(
+        f"/v1.0/conversations/{conversation_id}/messages",
+        json={"text": "agent"},
+        headers=tenant.admin.headers,
+    )
+    message_id = response.json()["id"]
+
+    async def settled():
+        row = await Message.select(Message.status).where(Message.id == uuid.UUID(message_id)).first()
+        return row["status"] != "progressing"
+
+    await wait_for(settled)
+    return await temporal_env.client.get_workflow_handle(f"send-{message_id}").fetch_history()
+
+
 @pytest.mark.usefixtures("worker")
 async def test_fresh_histories_replay(client, temporal_env, fake_sms):
     """Runs the representative flows now, then replays what the server recorded."""
-    fake_sms.control({"fail_next": 1, "fail_status": 500})
     histories: dict[str, WorkflowHistory] = {}
     for name, actions in REPRESENTATIVE_FLOWS.items():
         tenant = await make_tenant()
@@ -86,17 +103,10 @@ async def test_fresh_histories_replay(client, temporal_env, fake_sms):
         handle = temporal_env.client.get_workflow_handle(run["workflow_id"])
         histories[f"activeflow_{name}"] = await handle.fetch_history()
         if name == "menu_loop_sleep":
-            sent = await Message.select(Message.id).where(
-                Message.customer_id == tenant.customer_id, Message.direction == "outgoing"
+            fake_sms.control({"fail_next": 1, "fail_status": 500})
+            histories["send_retried"] = await send_history(
+                client, temporal_env, tenant, run["conversation_id"]
             )
-
-            async def all_done(ids=tuple(m["id"] for m in sent)):
-                rows = await Message.select(Message.status).where(Message.id.is_in(ids))
-                return all(r["status"] != "progressing" for r in rows)
-
-            await wait_for(all_done)
-            first = temporal_env.client.get_workflow_handle(f"send-{sent[0]['id']}")
-            histories["send_retried"] = await first.fetch_history()
 
     replayer = Replayer(workflows=WORKFLOWS)
     for history in histories.values():

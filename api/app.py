@@ -23,10 +23,13 @@ from api.controllers.conversations import (
     MessageController,
     ServiceAgentConversationController,
 )
+from api.controllers.events import EventStreamController
 from api.controllers.flows import ActiveflowController, FlowController
 from api.controllers.hooks import HookController
+from api.controllers.webhooks import CustomerController, WebhookDeliveryController
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
+from api.stream import channels_plugin
 from hub import db
 from hub.settings import Settings
 
@@ -67,7 +70,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HookController,
             FlowController,
             ActiveflowController,
+            CustomerController,
+            WebhookDeliveryController,
+            EventStreamController,
         ],
+        plugins=[channels_plugin(settings)],
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_id_middleware],
@@ -85,6 +92,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security=[{"BearerToken": []}],
         ),
         debug=False,
+        # Logging is configured once by the `hub` command (HUB_LOG_LEVEL); Litestar's default
+        # would put the root logger at INFO behind a queue thread, which costs ~20% CPU under load.
+        logging_config=None,
     )
     app.state.settings = settings
     return app

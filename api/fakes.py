@@ -152,7 +152,7 @@ def create_sms_app(state: FakeState) -> Litestar:
         )
         return {"status_code": code}
 
-    return Litestar([create_message, callback, *_control_handlers(state)])
+    return Litestar([create_message, callback, *_control_handlers(state)], logging_config=None)
 
 
 async def _callback(
@@ -218,7 +218,7 @@ def create_line_app(state: FakeState) -> Litestar:
         state.profiles.update(data)
         return state.profiles
 
-    return Litestar([push, profile, content, set_profiles, *_control_handlers(state)])
+    return Litestar([push, profile, content, set_profiles, *_control_handlers(state)], logging_config=None)
 
 
 @dataclass

@@ -9,33 +9,58 @@ import logging
 import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.flows import FlowActivities
 from activities.messages import MessageActivities
+from activities.publish import EventPublisher
+from activities.webhook_http import webhook_client
+from activities.webhooks import WebhookActivities
 from api import temporal
+from api.dispatch import ensure_dispatchers
 from hub import activeflows, db, outbound
 from hub.settings import Settings
 from workflows.activeflow import ActiveflowWorkflow
 from workflows.send import SendMessageWorkflow
+from workflows.webhooks import WebhookDeliveryShardWorkflow, WebhookRelayWorkflow
 
 log = logging.getLogger("hub.worker")
 
-WORKFLOWS = [SendMessageWorkflow, ActiveflowWorkflow]
+WORKFLOWS = [SendMessageWorkflow, ActiveflowWorkflow, WebhookRelayWorkflow, WebhookDeliveryShardWorkflow]
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, minus re-importing our own deterministic modules for every workflow run
+    (that import work was about a fifth of the worker's CPU under load). They hold no mutable
+    module state; workflow code still cannot reach I/O through them."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        "workflows", "activities.inputs", "hub.actions", "hub.errors", "msgspec"
+    )
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
     messages = MessageActivities(http, settings)
     flows = FlowActivities(http, settings, messages)
+    # Webhooks get their own client: guarded against private targets, no proxies, no redirects.
+    webhook_activities = WebhookActivities(
+        webhook_client(settings.webhook_allow_private, settings.webhook_timeout_s),
+        EventPublisher(settings.redis_url),
+        settings,
+    )
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(),
         activities=[
             messages.deliver_message,
             messages.fail_message,
             flows.send_message,
             flows.http_call,
             flows.finish,
+            webhook_activities.relay_events,
+            webhook_activities.deliver_webhooks,
         ],
     )
 
@@ -65,6 +90,10 @@ async def recovery_loop(client: Client, settings: Settings) -> None:
             await recover_sends(client, settings, older_than_s=settings.recovery_interval_s)
         except Exception:  # keep the loop alive; the next round retries
             log.exception("send recovery round failed")
+        try:
+            await ensure_dispatchers(client, settings)
+        except Exception:  # Temporal unreachable: the next round tries again
+            log.exception("starting the webhook relay and delivery shards failed")
         await asyncio.sleep(settings.recovery_interval_s)
 
 

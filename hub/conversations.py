@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -175,9 +176,24 @@ async def upsert_room(
         stamp,
         stamp,
     )
-    # Read back through Piccolo so both engines hand out the same Python types.
-    row = await Conversation.select().where(Conversation.id == rows[0]["id"]).first()
-    return row, str(row["id"]) == str(new_id)
+    row = _typed(rows[0])
+    return row, row["id"] == new_id
+
+
+_UUID_COLUMNS = ("id", "customer_id", "account_id", "owner_id")
+_TIME_COLUMNS = ("tm_create", "tm_update", "tm_delete")
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """A raw row with the Python types Piccolo's select gives (SQLite hands back text)."""
+    row = dict(row)
+    for key in _UUID_COLUMNS:
+        if isinstance(row[key], str):
+            row[key] = UUID(row[key])
+    for key in _TIME_COLUMNS:
+        if isinstance(row[key], str):
+            row[key] = datetime.fromisoformat(row[key])
+    return row
 
 
 async def find_room(

@@ -65,29 +65,25 @@ async def _result_for_duplicate(message: dict[str, Any]) -> InboundResult:
 
 
 async def store_inbound(inbound: InboundMessage) -> InboundResult:
+    """One transaction: room upsert (row locked on PostgreSQL), message insert deduplicated by
+    the provider's id, outbox events, and the activeflow if the conversation has no owner."""
     account = inbound.account
-    existing = await _existing(account["id"], inbound.provider_message_id)
-    if existing:
-        return await _result_for_duplicate(existing)
-
     conversation_type = CONVERSATION_TYPE[account["type"]]
-    known_name = inbound.peer_display_name or await find_contact_name(
-        account["customer_id"], inbound.peer.type, inbound.peer.target
-    )
-    peer = msgspec.structs.replace(inbound.peer, target_name=known_name)
-    title = auto_title(conversation_type, peer.target, known_name)
-
+    peer = msgspec.structs.replace(inbound.peer, target_name=inbound.peer_display_name)
+    title = auto_title(conversation_type, peer.target, inbound.peer_display_name)
     try:
         async with transaction(current_engine()):
             conversation, created = await upsert_room(
                 account["customer_id"], account["id"], conversation_type, inbound.self_address, peer, title
             )
-            message_id = uuid.uuid4()
+            if created and not inbound.peer_display_name:
+                # Only a new room needs a name; the contact lookup stays off the hot path.
+                conversation = await _name_from_contacts(conversation, conversation_type, peer)
             stamp = now()
             inserted = (
                 await Message.insert(
                     Message(
-                        id=message_id,
+                        id=uuid.uuid4(),
                         customer_id=account["customer_id"],
                         conversation_id=conversation["id"],
                         account_id=account["id"],
@@ -103,18 +99,31 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                     )
                 )
                 .on_conflict(action="DO NOTHING")
-                .returning(Message.id)
+                .returning(*Message.all_columns())
             )
             if not inserted:
-                # A concurrent delivery of the same provider message won; undo the upsert too.
+                # This provider message is stored already (a retry, or a concurrent delivery
+                # that won); undo the upsert too.
                 raise _Duplicate
-            message = await Message.select().where(Message.id == message_id).first()
+            message = inserted[0]
             await events.emit(*_inbound_events(conversation, message, created))
             activeflow = await activeflows.create_for_message(account, conversation, message)
     except _Duplicate:
         existing = await _existing(account["id"], inbound.provider_message_id)
         return await _result_for_duplicate(existing)
     return InboundResult(conversation, message, created, duplicate=False, activeflow=activeflow)
+
+
+async def _name_from_contacts(conversation: dict[str, Any], conversation_type: str, peer: Address):
+    known = await find_contact_name(conversation["customer_id"], peer.type, peer.target)
+    if not known:
+        return conversation
+    name, detail = auto_title(conversation_type, peer.target, known)
+    peer_address = msgspec.json.encode(msgspec.structs.replace(peer, target_name=known)).decode()
+    await Conversation.update(
+        {Conversation.name: name, Conversation.detail: detail, Conversation.peer_address: peer_address}
+    ).where(Conversation.id == conversation["id"])
+    return {**conversation, "name": name, "detail": detail, "peer_address": peer_address}
 
 
 def _inbound_events(conversation: dict[str, Any], message: dict[str, Any], created: bool) -> list:

@@ -51,6 +51,8 @@ class ActiveflowState:
     variables: dict[str, str] = field(default_factory=dict)
 
 
+# Short database writes and provider sends run as local activities: no task-queue round trip
+# per step (they are idempotent, so a re-execution after a worker crash is harmless).
 # Flow I/O is user-pointed: a few quick retries, then the run fails with the reason.
 IO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -111,7 +113,7 @@ class ActiveflowWorkflow:
         except ActivityError as exc:
             state.status = "failed"
             reason = f"action {state.current_action_id}: {exc.cause or exc}"
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             "flow_finish",
             FlowFinishInput(
                 activeflow_id=data.activeflow_id,
@@ -209,7 +211,7 @@ class ActiveflowWorkflow:
             non_retryable_error_types=["FlowActionFailed"],
         )
         try:
-            return await workflow.execute_activity(
+            return await workflow.execute_local_activity(
                 "flow_send_message",
                 request,
                 result_type=FlowSendResult,
@@ -222,7 +224,7 @@ class ActiveflowWorkflow:
                 raise
             # The provider stayed unavailable: the message fails, the flow goes on.
             reason = f"provider unavailable after {data.send.max_attempts} attempts: {cause or exc}"
-            await workflow.execute_activity(
+            await workflow.execute_local_activity(
                 "fail_message",
                 FailInput(message_id=request.message_id, reason=reason[:1000]),
                 start_to_close_timeout=timedelta(seconds=30),

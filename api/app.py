@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = db.engine_from_url(settings.resolved_database_url)
+        engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         app.state.engine = engine
         app.state.temporal = await temporal.connect(settings, lazy=True)

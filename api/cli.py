@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import secrets
 import sys
 import uuid
@@ -23,7 +25,7 @@ DEMO_NUMBER = "+15550001000"
 
 
 async def _with_db(settings: Settings, work):
-    engine = db.engine_from_url(settings.resolved_database_url)
+    engine = await db.open_engine(settings.resolved_database_url)
     await db.start(engine, pool_size=2)
     try:
         await db.migrate(engine)
@@ -157,6 +159,9 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from api.embedded import run_embedded
 
+    if "HUB_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
+        # On one machine the webhook receiver being tried out is usually on localhost too.
+        settings = dataclasses.replace(settings, webhook_allow_private=True)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     demo = asyncio.run(_with_db(settings, lambda: ensure_demo(settings)))
     base = f"http://{settings.http_host}:{settings.http_port}"

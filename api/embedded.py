@@ -99,7 +99,7 @@ async def run_embedded(settings: Settings, banner) -> None:
         if not settings.sms_api_url or not settings.line_api_url:
             fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
             fakes.sms.auto_status = "delivered"
-        engine = db.engine_from_url(settings.resolved_database_url)
+        engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         async with httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s)) as http:
             worker = build_worker(client, settings, http)

@@ -14,7 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.flows import FlowActivities
 from activities.messages import MessageActivities
 from activities.publish import EventPublisher
-from activities.webhook_http import webhook_client
+from activities.webhook_http import WebhookSender
 from activities.webhooks import WebhookActivities
 from api import temporal
 from api.dispatch import ensure_dispatchers
@@ -42,9 +42,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
     messages = MessageActivities(http, settings)
     flows = FlowActivities(http, settings, messages)
-    # Webhooks get their own client: guarded against private targets, no proxies, no redirects.
     webhook_activities = WebhookActivities(
-        webhook_client(settings.webhook_allow_private, settings.webhook_timeout_s),
+        WebhookSender(settings.webhook_allow_private, settings.webhook_timeout_s),
         EventPublisher(settings.redis_url),
         settings,
     )
@@ -98,7 +97,7 @@ async def recovery_loop(client: Client, settings: Settings) -> None:
 
 
 async def run_worker(settings: Settings) -> None:
-    engine = db.engine_from_url(settings.resolved_database_url)
+    engine = await db.open_engine(settings.resolved_database_url)
     await db.start(engine, settings.db_pool_size)
     client = await temporal.connect(settings)
     timeout = httpx.Timeout(settings.provider_timeout_s)

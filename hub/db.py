@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -32,6 +33,12 @@ def engine_from_url(url: str) -> Engine:
         # Concurrent writers wait for the lock instead of failing at once.
         return SQLiteEngine(path=path, timeout=30)
     raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}: use postgresql:// or sqlite:///")
+
+
+async def open_engine(url: str) -> Engine:
+    """engine_from_url off the event loop: Piccolo's engines query the server version in their
+    constructor, synchronously."""
+    return await asyncio.to_thread(engine_from_url, url)
 
 
 def use_engine(engine: Engine) -> None:

@@ -178,7 +178,7 @@ async def main() -> dict:
             line_api_url=f"http://127.0.0.1:{line_port}",
             jwt_secret="bench-secret-0123456789-0123456789",
         )
-        engine = db.engine_from_url(dsn)
+        engine = await db.open_engine(dsn)
         await db.migrate(engine)
         await db.start(engine, pool_size=10)
         fakes = await start_fakes(sms_port, line_port)

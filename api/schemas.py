@@ -14,8 +14,10 @@ from hub.models import (
     AgentOut,
     ContactOut,
     ConversationOut,
+    CustomerOut,
     FlowOut,
     MessageOut,
+    WebhookDeliveryOut,
 )
 
 Name = Annotated[str, Meta(max_length=255)]
@@ -156,4 +158,23 @@ class FlowPage(Struct):
 
 class ActiveflowPage(Struct):
     result: list[ActiveflowOut]
+    next_page_token: str
+
+
+class CustomerUpdate(Struct, kw_only=True):
+    """`webhook_uri` "" turns webhooks off; the signing secret is created with the first endpoint."""
+
+    name: Name | UnsetType = UNSET
+    webhook_uri: Annotated[str, Meta(max_length=2048)] | UnsetType = UNSET
+    webhook_method: Literal["POST", "PUT", "PATCH"] | UnsetType = UNSET
+
+
+class CustomerWithSecret(CustomerOut, kw_only=True):
+    """The customer, and its webhook signing secret when this answer created it (shown only once)."""
+
+    webhook_secret: str | UnsetType = UNSET
+
+
+class WebhookDeliveryPage(Struct):
+    result: list[WebhookDeliveryOut]
     next_page_token: str

@@ -26,6 +26,25 @@ class CustomerOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
+class WebhookDeliveryOut(msgspec.Struct, kw_only=True):
+    id: UUID
+    customer_id: UUID
+    # Also the `webhook-id` header: stable across retries and replays.
+    event_id: UUID
+    event_type: str
+    conversation_id: UUID | None
+    status: str
+    attempts: int
+    # The last answer's HTTP status; null before the first attempt and when none came (timeout).
+    last_status_code: int | None
+    last_error: str
+    # When the next attempt is due; null once delivered or failed.
+    next_attempt_at: datetime | None
+    tm_delivered: datetime | None
+    tm_create: datetime | None
+    tm_update: datetime | None
+
+
 class AgentOut(msgspec.Struct, kw_only=True):
     id: UUID
     customer_id: UUID

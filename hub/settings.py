@@ -46,6 +46,24 @@ class Settings:
     send_retry_max_interval_s: float = 300.0
     send_max_attempts: int = 20
     send_attempt_timeout_s: float = 30.0
+    # Customer webhooks: one attempt may take this long (then it counts as failed).
+    webhook_timeout_s: float = 5.0
+    # Seconds before each retry of a failed delivery, comma-separated; exhausted means `failed`.
+    webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    # Allow webhook targets on loopback, private and link-local addresses (tests, `hub run`).
+    webhook_allow_private: bool = False
+    # Delivery workflows (`webhook-shard-<n>`); a conversation always maps to the same one.
+    webhook_shards: int = 4
+    # Posts in flight per delivery shard, and per customer within a shard.
+    webhook_concurrency: int = 64
+    webhook_customer_concurrency: int = 16
+    # How often the relay and the shards look for new work, and how long one activity round runs.
+    webhook_poll_interval_s: float = 0.1
+    webhook_round_s: float = 60.0
+    # A relay or shard round whose worker stops heartbeating (died) restarts elsewhere after this.
+    webhook_heartbeat_timeout_s: float = 20.0
+    # After a secret rotation the previous secret also signs deliveries for this long.
+    webhook_secret_grace_s: int = 24 * 3600
     log_level: str = "INFO"
 
     @classmethod
@@ -93,3 +111,16 @@ class Settings:
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def resolved_webhook_retry_schedule(self) -> tuple[float, ...]:
+        try:
+            delays = tuple(float(part) for part in self.webhook_retry_schedule_s.split(",") if part.strip())
+        except ValueError as exc:
+            raise ValueError(
+                f"HUB_WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds, got "
+                f"{self.webhook_retry_schedule_s!r}"
+            ) from exc
+        if any(delay < 0 for delay in delays):
+            raise ValueError("HUB_WEBHOOK_RETRY_SCHEDULE_S must not contain negative delays")
+        return delays

@@ -21,6 +21,9 @@ class Customer(Table, tablename="customers"):
     webhook_uri = Text(default="")
     webhook_method = Varchar(length=10, default="POST")
     webhook_secret = Text(default="")
+    # After a rotation the previous secret still signs (a second signature) until this time.
+    webhook_secret_previous = Text(default="")
+    webhook_secret_previous_until = Timestamptz(null=True, default=None)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
@@ -163,6 +166,34 @@ class Event(Table, tablename="events"):
     type = Varchar(length=64)
     data = Text()
     tm_create = Timestamptz(default=TimestamptzNow())
+    # Set when the relay has published the event and queued its webhook delivery.
+    relayed_at = Timestamptz(null=True, default=None)
+
+
+class WebhookDelivery(Table, tablename="webhook_deliveries"):
+    """One event on its way to the customer's webhook; its retry schedule lives in these columns."""
+
+    id = UUID(primary_key=True)
+    customer_id = UUID()
+    # The outbox event: its id is the `webhook-id` header, stable across retries and replays.
+    event_id = UUID(unique=True)
+    event_seq = Integer()
+    event_type = Varchar(length=64)
+    conversation_id = UUID(null=True, default=None)
+    # Deliveries with the same key go out in event order (the conversation, else the event).
+    order_key = UUID()
+    # order_key modulo 1024; a delivery shard owns the buckets equal to its number modulo shards.
+    bucket = Integer(default=0)
+    status = Varchar(length=16, default="pending")
+    # New or replayed and not yet seen by its shard.
+    fresh = Boolean(default=True)
+    attempts = Integer(default=0)
+    last_status_code = Integer(null=True, default=None)
+    last_error = Text(default="")
+    next_attempt_at = Timestamptz(null=True, default=None)
+    tm_delivered = Timestamptz(null=True, default=None)
+    tm_create = Timestamptz(default=TimestamptzNow())
+    tm_update = Timestamptz(default=TimestamptzNow())
 
 
 TABLES: list[type[Table]] = [
@@ -176,6 +207,7 @@ TABLES: list[type[Table]] = [
     Event,
     Flow,
     Activeflow,
+    WebhookDelivery,
 ]
 
 __all__ = ["TABLES", *[t.__name__ for t in TABLES]]

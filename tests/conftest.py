@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api import temporal
 from api.app import create_app
+from api.dispatch import ensure_dispatchers
 from api.embedded import temporal_binary
 from api.fakes import start_fakes
 from api.worker import build_worker
@@ -99,6 +100,13 @@ def settings(pg_url: str, tmp_path_factory, temporal_env, fakes) -> Settings:
         send_retry_max_interval_s=1.0,
         send_max_attempts=4,
         send_attempt_timeout_s=5,
+        redis_url="redis://127.0.0.1:6379/0",
+        # Webhook receivers in tests listen on 127.0.0.1; retries come within seconds, not hours.
+        webhook_allow_private=True,
+        webhook_retry_schedule_s="0.2,0.4,0.6,1,1,1,1",
+        webhook_round_s=5,
+        webhook_poll_interval_s=0.05,
+        webhook_heartbeat_timeout_s=5,
     )
 
 
@@ -111,8 +119,15 @@ async def worker(settings: Settings, temporal_env, pg_engine):
 
 
 @pytest.fixture(scope="session")
+async def dispatchers(settings: Settings, temporal_env, worker):
+    """The webhook relay and delivery shards, started as a worker process starts them."""
+    await ensure_dispatchers(temporal_env.client, settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
 async def pg_engine(settings: Settings):
-    engine = db.engine_from_url(settings.resolved_database_url)
+    engine = await db.open_engine(settings.resolved_database_url)
     await db.migrate(engine)
     await db.start(engine, pool_size=20)
     yield engine
@@ -122,7 +137,7 @@ async def pg_engine(settings: Settings):
 @pytest.fixture(scope="session")
 async def sqlite_engine():
     with tempfile.TemporaryDirectory() as tmp:
-        engine = db.engine_from_url(f"sqlite:///{Path(tmp) / 'hub.sqlite'}")
+        engine = await db.open_engine(f"sqlite:///{Path(tmp) / 'hub.sqlite'}")
         await db.migrate(engine)
         await db.start(engine)
         yield engine

@@ -1,0 +1,234 @@
+"""The outbox relay (events -> live stream and webhook queue) and the delivery shards' queue queries.
+
+The relay marks events `relayed_at` instead of following a `seq` cursor: a transaction that took
+its `seq` early but commits late is picked up by the next batch instead of being skipped."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from piccolo.columns.combination import WhereRaw
+from piccolo.engine.postgres import PostgresEngine
+
+from hub import webhooks
+from hub.db import current_engine, transaction
+from hub.repo import now
+from hub.tables import Event, WebhookDelivery
+
+BUCKETS = 1024
+
+_RELAY_COLUMNS = (
+    Event.seq,
+    Event.id,
+    Event.customer_id,
+    Event.conversation_id,
+    Event.owner_id,
+    Event.type,
+    Event.data,
+)
+
+
+@dataclass
+class QueuedDelivery:
+    """A pending delivery with what its attempt needs; `data` is the event's JSON."""
+
+    id: UUID
+    customer_id: UUID
+    event_id: UUID
+    event_seq: int
+    event_type: str
+    order_key: UUID
+    attempts: int
+    next_attempt_at: datetime | None
+    data: str = "{}"
+
+
+@dataclass
+class Head:
+    """The earliest pending delivery of one order key, and when it may be attempted."""
+
+    order_key: UUID
+    event_seq: int
+    next_attempt_at: datetime | None
+
+
+def bucket_of(order_key: UUID) -> int:
+    return order_key.int % BUCKETS
+
+
+def _in_shard(shard: int, shards: int) -> WhereRaw:
+    return WhereRaw("bucket % {} = {}", shards, shard)
+
+
+def _locked(query):
+    """Row locks on PostgreSQL so a second relay or shard skips what this one took; SQLite's write
+    transaction already excludes everyone else."""
+    if isinstance(current_engine(), PostgresEngine):
+        return query.lock_rows("UPDATE", skip_locked=True)
+    return query
+
+
+async def relay_batch(limit: int) -> list[dict[str, Any]]:
+    """Takes up to `limit` unrelayed events in `seq` order, marks them relayed and queues a delivery
+    for each whose customer has a webhook, in one transaction. Returns the events."""
+    # A read first: an idle relay must not take SQLite's write lock several times a second.
+    if not await Event.exists().where(Event.relayed_at.is_null()):
+        return []
+    async with transaction(current_engine()):
+        rows = await _locked(
+            Event.select(*_RELAY_COLUMNS).where(Event.relayed_at.is_null()).order_by(Event.seq).limit(limit)
+        )
+        if not rows:
+            return []
+        stamp = now()
+        await Event.update({Event.relayed_at: stamp}).where(Event.seq.is_in([r["seq"] for r in rows]))
+        targets = await webhooks.endpoints([r["customer_id"] for r in rows])
+        deliveries = [_delivery(row, stamp) for row in rows if row["customer_id"] in targets]
+        if deliveries:
+            await WebhookDelivery.insert(*deliveries).on_conflict(action="DO NOTHING")
+    return rows
+
+
+def _delivery(event: dict[str, Any], stamp: datetime) -> WebhookDelivery:
+    order_key = event["conversation_id"] or event["id"]
+    return WebhookDelivery(
+        id=uuid.uuid4(),
+        customer_id=event["customer_id"],
+        event_id=event["id"],
+        event_seq=event["seq"],
+        event_type=event["type"],
+        conversation_id=event["conversation_id"],
+        order_key=order_key,
+        bucket=bucket_of(order_key),
+        status=webhooks.PENDING,
+        fresh=True,
+        attempts=0,
+        next_attempt_at=stamp,
+        tm_create=stamp,
+        tm_update=stamp,
+    )
+
+
+_QUEUE_COLUMNS = (
+    WebhookDelivery.id,
+    WebhookDelivery.customer_id,
+    WebhookDelivery.event_id,
+    WebhookDelivery.event_seq,
+    WebhookDelivery.event_type,
+    WebhookDelivery.order_key,
+    WebhookDelivery.attempts,
+    WebhookDelivery.next_attempt_at,
+    WebhookDelivery.status,
+)
+
+
+async def _with_data(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
+    if not rows:
+        return []
+    seqs = [r["event_seq"] for r in rows]
+    data = {
+        e["seq"]: e["data"] for e in await Event.select(Event.seq, Event.data).where(Event.seq.is_in(seqs))
+    }
+    return [
+        QueuedDelivery(
+            id=r["id"],
+            customer_id=r["customer_id"],
+            event_id=r["event_id"],
+            event_seq=r["event_seq"],
+            event_type=r["event_type"],
+            order_key=r["order_key"],
+            attempts=r["attempts"],
+            next_attempt_at=r["next_attempt_at"],
+            data=data.get(r["event_seq"], "{}"),
+        )
+        for r in rows
+    ]
+
+
+async def take_fresh(shard: int, shards: int, limit: int) -> list[QueuedDelivery]:
+    """New and replayed deliveries of a shard, in event order; each is handed out once."""
+    where = [WebhookDelivery.fresh.eq(True), _in_shard(shard, shards)]
+    if not await WebhookDelivery.exists().where(*where):
+        return []
+    async with transaction(current_engine()):
+        rows = await _locked(
+            WebhookDelivery.select(*_QUEUE_COLUMNS)
+            .where(*where)
+            .order_by(WebhookDelivery.event_seq)
+            .limit(limit)
+        )
+        if rows:
+            await WebhookDelivery.update({WebhookDelivery.fresh: False}).where(
+                WebhookDelivery.id.is_in([r["id"] for r in rows])
+            )
+    return await _with_data([r for r in rows if r["status"] == webhooks.PENDING])
+
+
+_HEADS = """
+SELECT d.order_key, d.event_seq, d.next_attempt_at FROM webhook_deliveries d
+JOIN (
+    SELECT order_key, MIN(event_seq) AS head_seq FROM webhook_deliveries
+    WHERE status = 'pending' AND bucket % {} = {} GROUP BY order_key
+) h ON d.order_key = h.order_key AND d.event_seq = h.head_seq
+WHERE d.status = 'pending'
+"""
+
+
+async def pending_heads(shard: int, shards: int) -> list[Head]:
+    """The head of every order key of the shard that has pending deliveries."""
+    rows = await WebhookDelivery.raw(_HEADS, shards, shard)
+    return [Head(r["order_key"], r["event_seq"], r["next_attempt_at"]) for r in rows]
+
+
+async def pending_for_key(order_key: UUID, after_seq: int, limit: int) -> list[QueuedDelivery]:
+    """Pending deliveries of one order key after `after_seq`, in event order."""
+    rows = (
+        await WebhookDelivery.select(*_QUEUE_COLUMNS)
+        .where(
+            WebhookDelivery.order_key == order_key,
+            WebhookDelivery.status == webhooks.PENDING,
+            WebhookDelivery.event_seq > after_seq,
+        )
+        .order_by(WebhookDelivery.event_seq)
+        .limit(limit)
+    )
+    return await _with_data(rows)
+
+
+async def record_delivered(delivery_id: UUID, attempts: int, status_code: int) -> None:
+    stamp = now()
+    await WebhookDelivery.update(
+        {
+            WebhookDelivery.status: webhooks.DELIVERED,
+            WebhookDelivery.attempts: attempts,
+            WebhookDelivery.last_status_code: status_code,
+            WebhookDelivery.last_error: "",
+            WebhookDelivery.next_attempt_at: None,
+            WebhookDelivery.tm_delivered: stamp,
+            WebhookDelivery.tm_update: stamp,
+        }
+    ).where(WebhookDelivery.id == delivery_id)
+
+
+async def record_failure(
+    delivery_id: UUID, attempts: int, status_code: int | None, error: str, retry_in_s: float | None
+) -> datetime | None:
+    """A failed attempt: the next one is `retry_in_s` away, or (None) the delivery has failed.
+    Returns when the next attempt is due."""
+    stamp = now()
+    next_at = stamp + timedelta(seconds=retry_in_s) if retry_in_s is not None else None
+    await WebhookDelivery.update(
+        {
+            WebhookDelivery.status: webhooks.PENDING if next_at else webhooks.FAILED,
+            WebhookDelivery.attempts: attempts,
+            WebhookDelivery.last_status_code: status_code,
+            WebhookDelivery.last_error: error[:1000],
+            WebhookDelivery.next_attempt_at: next_at,
+            WebhookDelivery.tm_update: stamp,
+        }
+    ).where(WebhookDelivery.id == delivery_id)
+    return next_at

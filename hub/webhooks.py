@@ -1,0 +1,149 @@
+"""Customer webhooks: endpoint and signing secrets, the retry schedule, deliveries and replays."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from hub.db import current_engine, transaction
+from hub.errors import NotFound
+from hub.netguard import check_webhook_uri
+from hub.pagination import fetch_page
+from hub.repo import now
+from hub.tables import Customer, WebhookDelivery
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+STATUSES = (PENDING, DELIVERED, FAILED)
+METHODS = ("POST", "PUT", "PATCH")
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def retry_delay(attempts: int, schedule: tuple[float, ...]) -> float | None:
+    """Seconds until the next attempt after `attempts` failed ones; None once the schedule is spent."""
+    return schedule[attempts - 1] if 1 <= attempts <= len(schedule) else None
+
+
+async def get_customer(customer_id: UUID) -> dict[str, Any]:
+    row = await Customer.select().where(Customer.id == customer_id).first()
+    if row is None:
+        raise NotFound(f"customer {customer_id} not found")
+    return row
+
+
+async def configure(
+    customer_id: UUID, values: dict[str, Any], allow_private: bool
+) -> tuple[dict[str, Any], str | None]:
+    """Partial update of name, webhook_uri and webhook_method. Returns the customer and, when this
+    call created the signing secret (the first endpoint), that secret: the only time it is shown."""
+    values = {k: v for k, v in values.items() if k in ("name", "webhook_uri", "webhook_method")}
+    if values.get("webhook_uri"):
+        await check_webhook_uri(values["webhook_uri"], allow_private)
+    created_secret = None
+    async with transaction(current_engine()):
+        current = await get_customer(customer_id)
+        if values.get("webhook_uri") and not current["webhook_secret"]:
+            created_secret = values["webhook_secret"] = new_secret()
+        if values:
+            values["tm_update"] = now()
+            await Customer.update({getattr(Customer, k): v for k, v in values.items()}).where(
+                Customer.id == customer_id
+            )
+    return await get_customer(customer_id), created_secret
+
+
+async def rotate_secret(customer_id: UUID, grace_s: int) -> tuple[dict[str, Any], str]:
+    """A new signing secret; the old one keeps signing alongside it for `grace_s` seconds."""
+    secret = new_secret()
+    async with transaction(current_engine()):
+        current = await get_customer(customer_id)
+        stamp = now()
+        keep_previous = grace_s > 0 and bool(current["webhook_secret"])
+        await Customer.update(
+            {
+                Customer.webhook_secret: secret,
+                Customer.webhook_secret_previous: current["webhook_secret"] if keep_previous else "",
+                Customer.webhook_secret_previous_until: (
+                    stamp + timedelta(seconds=grace_s) if keep_previous else None
+                ),
+                Customer.tm_update: stamp,
+            }
+        ).where(Customer.id == customer_id)
+    return await get_customer(customer_id), secret
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    uri: str
+    method: str
+    # Every secret that signs right now: the current one first.
+    secrets: tuple[str, ...]
+
+
+async def endpoints(customer_ids: list[UUID]) -> dict[UUID, Endpoint]:
+    """The configured endpoints among `customer_ids` (customers without one are left out)."""
+    if not customer_ids:
+        return {}
+    rows = await Customer.select(
+        Customer.id,
+        Customer.webhook_uri,
+        Customer.webhook_method,
+        Customer.webhook_secret,
+        Customer.webhook_secret_previous,
+        Customer.webhook_secret_previous_until,
+    ).where(Customer.id.is_in(list(set(customer_ids))), Customer.webhook_uri != "")
+    stamp = now()
+    found = {}
+    for row in rows:
+        signing = [row["webhook_secret"]]
+        until: datetime | None = row["webhook_secret_previous_until"]
+        if row["webhook_secret_previous"] and until is not None and until > stamp:
+            signing.append(row["webhook_secret_previous"])
+        found[row["id"]] = Endpoint(row["webhook_uri"], row["webhook_method"], tuple(s for s in signing if s))
+    return found
+
+
+async def list_deliveries(
+    customer_id: UUID, event_type: str | None, status: str | None, page_size: int, page_token: str
+) -> tuple[list[dict[str, Any]], str]:
+    conditions: list[Any] = [WebhookDelivery.customer_id == customer_id]
+    if event_type:
+        conditions.append(WebhookDelivery.event_type == event_type)
+    if status:
+        conditions.append(WebhookDelivery.status == status)
+    return await fetch_page(WebhookDelivery, conditions, page_size, page_token)
+
+
+async def get_delivery(customer_id: UUID, delivery_id: UUID) -> dict[str, Any]:
+    row = (
+        await WebhookDelivery.select()
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.customer_id == customer_id)
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"webhook delivery {delivery_id} not found")
+    return row
+
+
+async def replay(customer_id: UUID, delivery_id: UUID) -> dict[str, Any]:
+    """Delivers the event again with a fresh schedule (same `webhook-id`, so receivers that already
+    have it can tell). Within its conversation it waits behind undelivered earlier events."""
+    await get_delivery(customer_id, delivery_id)
+    stamp = now()
+    await WebhookDelivery.update(
+        {
+            WebhookDelivery.status: PENDING,
+            WebhookDelivery.fresh: True,
+            WebhookDelivery.attempts: 0,
+            WebhookDelivery.next_attempt_at: stamp,
+            WebhookDelivery.tm_update: stamp,
+        }
+    ).where(WebhookDelivery.id == delivery_id)
+    return await get_delivery(customer_id, delivery_id)

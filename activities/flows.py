@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
 from temporalio import activity
@@ -10,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.inputs import FlowFinishInput, FlowHttpInput, FlowHttpResult, FlowSendInput, FlowSendResult
 from activities.messages import MessageActivities
-from hub import activeflows, inbound, outbound
+from hub import activeflows, inbound, netguard, outbound
 from hub.actions import flatten
 from hub.conversations import get_conversation
 from hub.errors import HubError
@@ -59,7 +60,9 @@ class FlowActivities:
 
     @activity.defn(name="flow_http")
     async def http_call(self, data: FlowHttpInput) -> FlowHttpResult:
-        """webhook_send and fetch. Any HTTP status is an answer; only transport errors retry."""
+        """webhook_send and fetch. Any HTTP status is an answer; only transport errors retry.
+        Targets on loopback, private or link-local addresses are refused like webhook targets."""
+        await self.check_target(data.url)
         response = await self.http.request(
             data.method,
             data.url,
@@ -74,6 +77,21 @@ class FlowActivities:
             except ValueError:
                 variables[data.answer_prefix] = content.decode("utf-8", "replace")[:5000]
         return FlowHttpResult(status_code=response.status_code, variables=variables)
+
+    async def check_target(self, url: str) -> None:
+        # Checked before connecting (webhook deliveries pin the checked address; flows do not yet).
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            if (literal := netguard.ip_literal(host)) is not None:
+                netguard.check_address(literal, self.settings.webhook_allow_private)
+            else:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                await netguard.resolve(host, port, self.settings.webhook_allow_private)
+        except (netguard.TargetRefused, ValueError) as exc:
+            raise ApplicationError(
+                f"target refused: {exc}", type="TargetRefused", non_retryable=True
+            ) from exc
 
     @activity.defn(name="flow_finish")
     async def finish(self, data: FlowFinishInput) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,10 +12,16 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar import Litestar, Request, get, post
 from litestar.params import FromPath
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.flows import FlowActivities
+from activities.inputs import FlowHttpInput
+from activities.messages import MessageActivities
 from api import temporal as hub_temporal
 from api.fakes import start_server
 from api.worker import recover_activeflows
@@ -542,3 +549,13 @@ async def test_stop_through_the_api(client, temporal_env):
 async def _get_json(client, url, headers, key):
     body = (await client.get(url, headers=headers)).json()
     return body if body.get(key) else None
+
+
+async def test_flow_http_refuses_private_targets(settings, pg):
+    """Flow actions call customer-given URLs: the webhook target guard applies to them too."""
+    guarded = dataclasses.replace(settings, webhook_allow_private=False)
+    async with httpx.AsyncClient() as http:
+        flows = FlowActivities(http, guarded, MessageActivities(http, guarded))
+        for url in ("http://127.0.0.1:9/x", "http://localhost:9/x", "http://10.1.2.3/x", "http://[::1]:9/"):
+            with pytest.raises(ApplicationError, match="target refused"):
+                await ActivityEnvironment().run(flows.http_call, FlowHttpInput(url=url))

@@ -31,6 +31,10 @@ class FakeState:
     reject_next: int = 0
     reject_status: int = 400
     delay_s: float = 0.0
+    # While held, requests wait (counted in `in_flight`) until the hold is lifted.
+    hold: bool = False
+    in_flight: int = 0
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     # SMS only: a status callback sent after each accepted message ("" = none).
     auto_status: str = ""
     callbacks: list[dict[str, Any]] = field(default_factory=list)
@@ -42,6 +46,12 @@ class FakeState:
         for key in ("fail_next", "fail_status", "reject_next", "reject_status", "delay_s", "auto_status"):
             if key in values:
                 setattr(self, key, type(getattr(self, key))(values[key]))
+        if "hold" in values:
+            self.hold = bool(values["hold"])
+            if self.hold:
+                self._released.clear()
+            else:
+                self._released.set()
         return self.snapshot()
 
     def reset(self) -> None:
@@ -52,6 +62,7 @@ class FakeState:
         self.fail_next = self.reject_next = 0
         self.delay_s = 0.0
         self.auto_status = ""
+        self.control({"hold": False})
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -60,9 +71,17 @@ class FakeState:
             "fail_next": self.fail_next,
             "reject_next": self.reject_next,
             "auto_status": self.auto_status,
+            "hold": self.hold,
+            "in_flight": self.in_flight,
         }
 
     async def injected_failure(self) -> Response | None:
+        if self.hold:
+            self.in_flight += 1
+            try:
+                await self._released.wait()
+            finally:
+                self.in_flight -= 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_next > 0:

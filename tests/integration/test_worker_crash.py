@@ -62,7 +62,8 @@ async def test_sigkilled_worker_loses_no_send(client, settings, temporal_env, fa
     crash_settings = dataclasses.replace(settings, temporal_task_queue=queue, send_attempt_timeout_s=3)
     tenant = await make_tenant()
     conversation_id = await conversation_of(client, tenant)
-    fake_sms.control({"delay_s": 0.5})
+    # The provider holds every request, so the kill lands while sends are surely in flight.
+    fake_sms.control({"hold": True})
     messages = [
         (await outbound.create_outgoing(tenant.customer_id, conversation_id, f"crash {i}", []))[0]
         for i in range(10)
@@ -73,12 +74,13 @@ async def test_sigkilled_worker_loses_no_send(client, settings, temporal_env, fa
 
     first = worker_process(settings, queue)
     try:
-        # Kill it while provider calls are in flight (each takes 0.5 s at the fake).
-        await wait_for(lambda: asyncio.sleep(0, result=len(fake_sms.received) >= 1), within=30)
-        assert "progressing" in await statuses(ids)
+        await wait_for(lambda: asyncio.sleep(0, result=fake_sms.in_flight >= 3), within=30)
+        assert await statuses(ids) == ["progressing"] * 10
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+    # The provider answers the requests of the dead worker (their answers go nowhere).
+    fake_sms.control({"hold": False})
 
     second = worker_process(settings, queue)
     try:

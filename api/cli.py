@@ -141,12 +141,19 @@ def _serve_api(settings: Settings) -> None:
 
     from api.app import create_app
 
+    if settings.http_workers > 1:
+        # Each process builds its app from the same environment (and so the same settings).
+        app = "api.app:create_app"
+        extra = {"factory": True, "workers": settings.http_workers}
+    else:
+        app, extra = create_app(settings), {}
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        **extra,
     )
 
 

@@ -24,6 +24,8 @@ class Settings:
     temporal_task_queue: str = "hub"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # API processes of `hub serve` (uvicorn workers sharing the port).
+    http_workers: int = 1
     # Empty means http://{http_host}:{http_port}; providers sign requests to this base.
     public_url: str = ""
     jwt_secret: str = "change-me-in-production-please-32b"

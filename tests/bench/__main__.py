@@ -193,6 +193,7 @@ async def main() -> dict:
             "HUB_JWT_SECRET": settings.jwt_secret,
             "HUB_LOG_LEVEL": "WARNING",
             "HUB_DB_POOL_SIZE": "20",
+            "HUB_HTTP_WORKERS": os.environ.get("BENCH_API_PROCESSES", "1"),
         }
         client = None
         for _ in range(100):

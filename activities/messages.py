@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -12,6 +13,21 @@ from activities.inputs import DeliverInput, DeliverResult, FailInput
 from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
 from hub import outbound
 from hub.settings import Settings
+
+# Once the provider has the message, a retry of the whole activity would send it again: keep
+# trying to record the outcome here first (about 30 s), and only then give up to Temporal.
+RECORD_DELAYS_S = (0.2, 0.5, 1, 2, 4, 8, 15)
+
+
+async def record_outcome(message_id: uuid.UUID, status: str, provider_message_id: str = "", reason: str = ""):
+    for delay in (*RECORD_DELAYS_S, None):
+        try:
+            return await outbound.finish_delivery(message_id, status, provider_message_id, reason)
+        except Exception as exc:
+            if delay is None:
+                raise
+            activity.logger.warning("recording %s of %s failed (%s); retrying", status, message_id, exc)
+            await asyncio.sleep(delay)
 
 
 class MessageActivities:
@@ -55,12 +71,12 @@ class MessageActivities:
                     self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
                 )
         except ProviderRejected as exc:
-            await outbound.finish_delivery(message_id, outbound.FAILED, reason=str(exc))
+            await record_outcome(message_id, outbound.FAILED, reason=str(exc))
             return DeliverResult(status=outbound.FAILED, reason=str(exc))
         except ProviderUnavailable as exc:
             activity.logger.warning("send %s attempt %s: %s", message_id, activity.info().attempt, exc)
             raise
-        await outbound.finish_delivery(message_id, outbound.DONE, provider_message_id=provider_id)
+        await record_outcome(message_id, outbound.DONE, provider_message_id=provider_id)
         return DeliverResult(status=outbound.DONE, provider_message_id=provider_id)
 
     @activity.defn(name="fail_message")

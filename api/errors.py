@@ -25,6 +25,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Admin or crash shutdown, cancelled by a restart: the server is going away, not the input bad.
+    asyncpg.exceptions.OperatorInterventionError,
     sqlite3.OperationalError,
 )
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import msgspec
 
+from hub.conversations import get_conversation
 from hub.errors import BadRequest, Conflict
 from hub.flows import live_flow
 from hub.pagination import fetch_page
@@ -110,24 +111,21 @@ async def finish(
     current_action_id: str,
     reason: str = "",
 ) -> None:
-    """The final state written by the workflow. A stop requested through the API stays `stopped`."""
-    row = await Activeflow.select(Activeflow.status).where(Activeflow.id == activeflow_id).first()
-    if row is None:
-        return
-    final = "stopped" if row["status"] == "stopped" else status
+    """The final state written by the workflow. A stop requested through the API stays `stopped`
+    (each statement is conditional, so a stop landing meanwhile is never overwritten)."""
     stamp = now()
-    await Activeflow.update(
-        {
-            Activeflow.status: final,
-            Activeflow.started: True,
-            Activeflow.executed_actions: msgspec.json.encode(executed).decode(),
-            Activeflow.variables: msgspec.json.encode(variables).decode(),
-            Activeflow.current_action_id: current_action_id,
-            Activeflow.reason: reason[:2000],
-            Activeflow.tm_update: stamp,
-            Activeflow.tm_end: stamp,
-        }
-    ).where(Activeflow.id == activeflow_id)
+    values = {
+        Activeflow.started: True,
+        Activeflow.executed_actions: msgspec.json.encode(executed).decode(),
+        Activeflow.variables: msgspec.json.encode(variables).decode(),
+        Activeflow.current_action_id: current_action_id,
+        Activeflow.tm_update: stamp,
+        Activeflow.tm_end: stamp,
+    }
+    await Activeflow.update({**values, Activeflow.status: status, Activeflow.reason: reason[:2000]}).where(
+        Activeflow.id == activeflow_id, Activeflow.status != "stopped"
+    )
+    await Activeflow.update(values).where(Activeflow.id == activeflow_id, Activeflow.status == "stopped")
 
 
 async def list_activeflows(
@@ -135,6 +133,7 @@ async def list_activeflows(
 ):
     conditions = [Activeflow.customer_id == customer_id]
     if conversation_id is not None:
+        await get_conversation(customer_id, conversation_id)  # another tenant's id is a 404
         conditions.append(Activeflow.conversation_id == conversation_id)
     if status:
         if status not in STATUSES:
@@ -147,10 +146,15 @@ async def get_activeflow(customer_id: UUID, activeflow_id: UUID) -> dict[str, An
     return await get_scoped(Activeflow, customer_id, activeflow_id, include_deleted=True)
 
 
-async def request_stop(customer_id: UUID, activeflow_id: UUID) -> dict[str, Any]:
+async def running_activeflow(customer_id: UUID, activeflow_id: UUID) -> dict[str, Any]:
     row = await get_activeflow(customer_id, activeflow_id)
     if row["status"] != "running":
         raise Conflict(f"activeflow {activeflow_id} is already {row['status']}")
+    return row
+
+
+async def mark_stopped(customer_id: UUID, activeflow_id: UUID) -> dict[str, Any]:
+    """Records a stop the workflow was told about (or that never needs telling)."""
     await Activeflow.update(
         {
             Activeflow.status: "stopped",

@@ -15,7 +15,7 @@ import msgspec
 from hub import events
 from hub.conversations import get_conversation
 from hub.db import current_engine, transaction
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Conflict
 from hub.models import Media, message_out
 from hub.repo import now
 from hub.tables import Account, Conversation, Message
@@ -59,9 +59,9 @@ async def create_outgoing(
 
     With an idempotency key already used by this customer, the first message comes back and
     nothing is written."""
-    if idempotency_key and (first := await _by_idempotency_key(customer_id, idempotency_key)):
-        return first, False
     conversation = await get_conversation(customer_id, conversation_id)
+    if idempotency_key and (first := await _by_idempotency_key(customer_id, idempotency_key)):
+        return _same_conversation(first, conversation_id), False
     if not text and not medias:
         raise BadRequest("a message needs text or medias")
     account_live = await Account.exists().where(
@@ -103,9 +103,15 @@ async def create_outgoing(
     except (asyncpg.UniqueViolationError, sqlite3.IntegrityError):
         # A concurrent retry with the same key got there first.
         if idempotency_key and (first := await _by_idempotency_key(customer_id, idempotency_key)):
-            return first, False
+            return _same_conversation(first, conversation_id), False
         raise
     return message, True
+
+
+def _same_conversation(first: dict[str, Any], conversation_id: UUID) -> dict[str, Any]:
+    if str(first["conversation_id"]) != str(conversation_id):
+        raise Conflict("this Idempotency-Key was used for a message of another conversation")
+    return first
 
 
 async def load_delivery(message_id: UUID) -> Delivery | None:
@@ -171,6 +177,8 @@ async def stuck_outgoing(older_than_s: float, limit: int = 500) -> list[dict[str
         .where(
             Message.direction == "outgoing",
             Message.status == PROGRESSING,
+            # A flow's messages are delivered by the flow's own (retrying) activity.
+            Message.activeflow_id.is_null(),
             Message.tm_create < now() - timedelta(seconds=older_than_s),
         )
         .order_by(Message.tm_create)

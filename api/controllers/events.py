@@ -27,6 +27,9 @@ BACKLOG_PAGE = 500
 MAX_BACKLOG = 10_000
 RECONNECT_MS = 1000
 
+# Event ids are the outbox's serial column (a 32-bit integer on PostgreSQL).
+MAX_SEQ = 2**31 - 1
+
 LastEventId = Annotated[
     str | None,
     HeaderParameter(
@@ -41,9 +44,10 @@ LastEventId = Annotated[
 def _resume_point(last_event_id: str | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return None
-    if not last_event_id.strip().isdigit():
+    value = last_event_id.strip()
+    if not value.isdigit() or int(value) > MAX_SEQ:
         raise BadRequest("Last-Event-ID must be the id (a non-negative integer) of an event of this stream")
-    return int(last_event_id)
+    return int(value)
 
 
 def _message(seq: int, event_type: str, data: str | bytes) -> ServerSentEventMessage:

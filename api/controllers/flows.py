@@ -7,11 +7,13 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller
 from api.params import PageSize, PageToken
 from api.schemas import ActiveflowPage, FlowCreate, FlowPage, FlowUpdate, given
 from hub import activeflows, flows
+from hub.errors import Unavailable
 from hub.models import ActiveflowOut, FlowOut, activeflow_out, flow_out
 from workflows.activeflow import ActiveflowState
 
@@ -85,13 +87,15 @@ class ActiveflowController(Controller):
     async def stop_activeflow(
         self, request: Request, caller: NamedDependency[Caller], activeflow_id: FromPath[UUID]
     ) -> ActiveflowOut:
-        row = await activeflows.request_stop(caller.customer_id, activeflow_id)
+        row = await activeflows.running_activeflow(caller.customer_id, activeflow_id)
         try:
-            handle = request.app.state.temporal.get_workflow_handle(row["workflow_id"])
-            await handle.signal("stop")
-        except Exception as exc:  # not started yet, or already over: the row says stopped anyway
+            await request.app.state.temporal.get_workflow_handle(row["workflow_id"]).signal("stop")
+        except RPCError as exc:
+            # Not started yet (recovery will not start a stopped run) or just over: nothing to tell.
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise Unavailable("the flow engine is unavailable; the activeflow was not stopped") from exc
             log.info("stop signal for %s not delivered: %s", row["workflow_id"], exc)
-        return activeflow_out(row)
+        return activeflow_out(await activeflows.mark_stopped(caller.customer_id, activeflow_id))
 
 
 async def _live_state(request: Request, out: ActiveflowOut) -> None:

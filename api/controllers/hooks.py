@@ -95,6 +95,9 @@ def parse_twilio_sms(account: dict, params: dict[str, str]) -> inbound.InboundMe
 async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
     params = parse_form(body)
     signature = request.headers.get("X-Twilio-Signature", "")
+    if not account["token"]:
+        # Anyone can compute a signature with an empty key: no credential, no inbound.
+        raise Unauthorized("this account has no auth token; set one to receive messages")
     if not signature or not RequestValidator(account["token"]).validate(
         _public_url(request), params, signature
     ):
@@ -184,6 +187,8 @@ async def _display_name(request: Request, account: dict, event: LineEvent) -> st
 
 async def receive_line(request: Request, account: dict, body: bytes) -> Response:
     settings: Settings = request.app.state.settings
+    if not account["secret"]:
+        raise Unauthorized("this account has no channel secret; set one to receive events")
     if not verify_line_signature(account["secret"], body, request.headers.get("X-Line-Signature", "")):
         raise Unauthorized("bad or missing X-Line-Signature")
     try:
@@ -202,6 +207,8 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
         if event.type == "follow":
             await inbound.open_room(account, me, peer, await _display_name(request, account, event))
         elif event.type == "message" and event.message is not None:
+            if not (event.webhookEventId or event.message.id):
+                raise BadRequest("a LINE message event needs webhookEventId or message.id")
             exists = await inbound.room_exists(account, me.target, user_id)
             known = "" if exists else await _display_name(request, account, event)
             result = await inbound.store_inbound(

@@ -94,3 +94,22 @@ def current_engine() -> Engine:
     from hub.tables import Conversation
 
     return Conversation._meta.db
+
+
+def raw_sql_migration(migration_id: str, description: str, statements: list[str]):
+    """A Piccolo migration that runs SQL statements in order (indexes Piccolo cannot express).
+
+    Piccolo runs raw steps before table changes of the same migration, so such statements get a
+    migration of their own after the one that creates their tables."""
+    from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+    from piccolo.engine import engine_finder
+
+    manager = MigrationManager(migration_id=migration_id, app_name="hub", description=description)
+
+    async def run_statements() -> None:
+        engine = engine_finder()
+        for statement in statements:
+            await engine.run_ddl(statement)
+
+    manager.add_raw(run_statements)
+    return manager

@@ -1,7 +1,6 @@
 """Indexes of activeflows: per conversation, per customer page, unstarted runs for recovery."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+from hub.db import raw_sql_migration
 
 ID = "2026-11-25T12:30:01:000000"
 VERSION = "1.38.0"
@@ -16,12 +15,4 @@ STATEMENTS = [
 
 
 async def forwards():
-    manager = MigrationManager(migration_id=ID, app_name="hub", description=DESCRIPTION)
-
-    async def create_indexes():
-        engine = engine_finder()
-        for statement in STATEMENTS:
-            await engine.run_ddl(statement)
-
-    manager.add_raw(create_indexes)
-    return manager
+    return raw_sql_migration(ID, DESCRIPTION, STATEMENTS)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import secrets
 import uuid
@@ -17,6 +18,7 @@ from twilio.request_validator import RequestValidator
 from hub import accounts, agents
 from hub.auth import issue_token
 from hub.permissions import ADMIN, MANAGER
+from hub.tables import Conversation
 
 JWT_SECRET = "test-secret-for-the-hub-test-suite-0123456789"
 PUBLIC_URL = "http://hub.test"
@@ -143,3 +145,26 @@ async def wait_for(predicate, within: float = 20.0, interval: float = 0.1):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within} s (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+_senders = itertools.count(1)
+
+
+async def open_conversation(client, tenant: Tenant, sender: str | None = None) -> uuid.UUID:
+    """A conversation made the way production makes them: a signed inbound SMS (from a new
+    peer unless `sender` is given). Returns its id."""
+    sender = sender or f"+1628{next(_senders):07d}"
+    params = sms_params(sender=sender, to=tenant.account["number"])
+    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, params)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    row = (
+        await Conversation.select(Conversation.id)
+        .where(
+            Conversation.customer_id == tenant.customer_id,
+            Conversation.peer_target == sender,
+            Conversation.tm_delete.is_null(),
+        )
+        .first()
+    )
+    return row["id"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import uuid
 from datetime import datetime
 
@@ -12,29 +11,15 @@ import pytest
 
 from hub import agents
 from hub.tables import Conversation, Event, Message
-from tests.helpers import Tenant, make_tenant, signed_sms, sms_params
+from tests.helpers import Tenant, make_tenant, open_conversation
 
 NIL = str(uuid.UUID(int=0))
-_senders = itertools.count(1)
 
 
 async def new_conversation(client, tenant: Tenant) -> dict:
     """A conversation made by a signed inbound SMS from a new peer, as the API shows it."""
-    sender = f"+1628{next(_senders):07d}"
-    params = sms_params(sender=sender, to=tenant.account["number"])
-    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, params)
-    response = await client.post(path, content=body, headers=headers)
-    assert response.status_code == 200, response.text
-    row = (
-        await Conversation.select(Conversation.id)
-        .where(
-            Conversation.customer_id == tenant.customer_id,
-            Conversation.peer_target == sender,
-            Conversation.tm_delete.is_null(),
-        )
-        .first()
-    )
-    response = await client.get(f"/v1.0/conversations/{row['id']}", headers=tenant.admin.headers)
+    conversation_id = await open_conversation(client, tenant)
+    response = await client.get(f"/v1.0/conversations/{conversation_id}", headers=tenant.admin.headers)
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -14,12 +13,11 @@ import pytest
 from hub import accounts, agents, db
 from hub.permissions import ADMIN, MANAGER
 from hub.tables import Conversation, Event
-from tests.helpers import Member, Tenant, make_member, signed_sms, sms_params
+from tests.helpers import Member, Tenant, make_member, open_conversation
 
 NIL = str(uuid.UUID(int=0))
 HOME_NUMBER = "+15550001000"
 FOREIGN_NUMBER = "+15550002000"
-_senders = itertools.count(1)
 
 
 async def quick_tenant(number: str) -> Tenant:
@@ -41,22 +39,7 @@ async def quick_tenant(number: str) -> Tenant:
 
 
 async def new_conversation(client, tenant: Tenant) -> str:
-    """A conversation created the way production creates them: a signed inbound SMS."""
-    sender = f"+1415{next(_senders):07d}"
-    params = sms_params(sender=sender, to=tenant.account["number"])
-    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, params)
-    response = await client.post(path, content=body, headers=headers)
-    assert response.status_code == 200, response.text
-    row = (
-        await Conversation.select(Conversation.id)
-        .where(
-            Conversation.customer_id == tenant.customer_id,
-            Conversation.peer_target == sender,
-            Conversation.tm_delete.is_null(),
-        )
-        .first()
-    )
-    return str(row["id"])
+    return str(await open_conversation(client, tenant))
 
 
 async def db_row(conversation_id: str) -> dict:

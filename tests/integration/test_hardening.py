@@ -11,18 +11,15 @@ import pytest
 from activities import messages as message_activities
 from hub import accounts, activeflows, outbound
 from hub.tables import Activeflow, Conversation, Message
-from tests.helpers import line_event, make_line_account, make_tenant, signed_line, signed_sms, sms_params
-
-
-async def conversation_of(client, tenant) -> uuid.UUID:
-    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, sms_params())
-    assert (await client.post(path, content=body, headers=headers)).status_code == 200
-    row = (
-        await Conversation.select(Conversation.id)
-        .where(Conversation.customer_id == tenant.customer_id)
-        .first()
-    )
-    return row["id"]
+from tests.helpers import (
+    line_event,
+    make_line_account,
+    make_tenant,
+    open_conversation,
+    signed_line,
+    signed_sms,
+    sms_params,
+)
 
 
 async def test_accounts_without_credentials_accept_no_signed_posts(client):
@@ -48,7 +45,7 @@ async def test_line_message_without_any_id_is_400(client):
 
 async def test_recovery_leaves_flow_messages_to_their_flow(client):
     tenant = await make_tenant()
-    conversation_id = await conversation_of(client, tenant)
+    conversation_id = await open_conversation(client, tenant)
     by_api, _ = await outbound.create_outgoing(tenant.customer_id, conversation_id, "api", [])
     by_flow, _ = await outbound.create_outgoing(
         tenant.customer_id, conversation_id, "flow", [], activeflow_id=uuid.uuid4()
@@ -59,7 +56,7 @@ async def test_recovery_leaves_flow_messages_to_their_flow(client):
 
 async def test_idempotency_key_is_bound_to_its_conversation(client):
     tenant = await make_tenant()
-    first_conversation = await conversation_of(client, tenant)
+    first_conversation = await open_conversation(client, tenant)
     path, body, headers = signed_sms(
         tenant.account["id"], tenant.auth_token, sms_params(sender="+14155550111")
     )
@@ -100,7 +97,7 @@ async def test_last_event_id_out_of_range_is_400(client):
 
 async def test_activeflows_of_another_customers_conversation_is_404(client):
     tenant = await make_tenant()
-    conversation_id = await conversation_of(client, tenant)
+    conversation_id = await open_conversation(client, tenant)
     stranger = await make_tenant()
     response = await client.get(
         f"/v1.0/activeflows?conversation_id={conversation_id}", headers=stranger.admin.headers
@@ -110,7 +107,7 @@ async def test_activeflows_of_another_customers_conversation_is_404(client):
 
 async def test_a_stop_is_not_overwritten_by_the_end_of_the_run(client):
     tenant = await make_tenant()
-    conversation_id = await conversation_of(client, tenant)
+    conversation_id = await open_conversation(client, tenant)
     row = Activeflow(
         id=uuid.uuid4(),
         customer_id=tenant.customer_id,

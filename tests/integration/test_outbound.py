@@ -13,9 +13,9 @@ from tests.helpers import (
     line_event,
     make_line_account,
     make_tenant,
+    open_conversation,
     signed_line,
     signed_sms,
-    sms_params,
     wait_for,
 )
 
@@ -23,14 +23,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 async def sms_conversation(client, tenant, sender="+14155551234") -> str:
-    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, sms_params(sender=sender))
-    assert (await client.post(path, content=body, headers=headers)).status_code == 200
-    row = (
-        await Conversation.select(Conversation.id)
-        .where(Conversation.customer_id == tenant.customer_id)
-        .first()
-    )
-    return str(row["id"])
+    return str(await open_conversation(client, tenant, sender))
 
 
 async def send(client, tenant, conversation_id, text="hello", **kwargs):

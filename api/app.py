@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api import temporal
+from api import openapi, temporal
 from api.controllers.accounts import AccountController
 from api.controllers.agents import AgentController
 from api.controllers.auth import AuthController
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        openapi.install(app)
         engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         app.state.engine = engine

@@ -48,22 +48,33 @@ async def _replace_addresses(customer_id: UUID, contact_id: UUID, addresses: lis
         )
 
 
+async def contacts_out(rows: list[dict[str, Any]]) -> list[ContactOut]:
+    """Contacts with their addresses, read in one query for all of them."""
+    addresses: dict[str, list[ContactAddressOut]] = {str(r["id"]): [] for r in rows}
+    if rows:
+        for a in (
+            await ContactAddress.select(ContactAddress.contact_id, ContactAddress.type, ContactAddress.target)
+            .where(ContactAddress.contact_id.is_in([r["id"] for r in rows]))
+            .order_by(ContactAddress.position)
+        ):
+            addresses[str(a["contact_id"])].append(ContactAddressOut(type=a["type"], target=a["target"]))
+    return [
+        ContactOut(
+            id=row["id"],
+            customer_id=row["customer_id"],
+            name=row["name"],
+            detail=row["detail"],
+            addresses=addresses[str(row["id"])],
+            tm_create=row["tm_create"],
+            tm_update=row["tm_update"],
+            tm_delete=row["tm_delete"],
+        )
+        for row in rows
+    ]
+
+
 async def contact_out(row: dict[str, Any]) -> ContactOut:
-    addresses = (
-        await ContactAddress.select(ContactAddress.type, ContactAddress.target)
-        .where(ContactAddress.contact_id == row["id"])
-        .order_by(ContactAddress.position)
-    )
-    return ContactOut(
-        id=row["id"],
-        customer_id=row["customer_id"],
-        name=row["name"],
-        detail=row["detail"],
-        addresses=[ContactAddressOut(**a) for a in addresses],
-        tm_create=row["tm_create"],
-        tm_update=row["tm_update"],
-        tm_delete=row["tm_delete"],
-    )
+    return (await contacts_out([row]))[0]
 
 
 async def create_contact(
@@ -85,7 +96,7 @@ async def list_contacts(customer_id: UUID, page_size: int, page_token: str) -> t
     rows, token = await fetch_page(
         Contact, [Contact.customer_id == customer_id, Contact.tm_delete.is_null()], page_size, page_token
     )
-    return [await contact_out(r) for r in rows], token
+    return await contacts_out(rows), token
 
 
 async def update_contact(customer_id: UUID, contact_id: UUID, values: dict[str, Any]) -> ContactOut:

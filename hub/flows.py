@@ -16,16 +16,25 @@ from hub.tables import Account, Flow
 
 
 async def check_accounts(customer_id: UUID, actions: list[dict[str, Any]]) -> None:
-    for action in actions:
-        if action["type"] == "message_send":
-            account_id = UUID(action["option"]["account_id"])
-            ok = await Account.exists().where(
-                Account.id == account_id, Account.customer_id == customer_id, Account.tm_delete.is_null()
+    """message_send actions must name live accounts of the customer (one query for all)."""
+    wanted = {a["id"]: UUID(a["option"]["account_id"]) for a in actions if a["type"] == "message_send"}
+    if not wanted:
+        return
+    live = await (
+        Account.select(Account.id)
+        .where(
+            Account.id.is_in(list(set(wanted.values()))),
+            Account.customer_id == customer_id,
+            Account.tm_delete.is_null(),
+        )
+        .output(as_list=True)
+    )
+    live_ids = {str(i) for i in live}
+    for action_id, account_id in wanted.items():
+        if str(account_id) not in live_ids:
+            raise BadRequest(
+                f"action {action_id!r} (message_send): account_id is not an account of this customer"
             )
-            if not ok:
-                raise BadRequest(
-                    f"action {action['id']!r} (message_send): account_id is not an account of this customer"
-                )
 
 
 def flow_view(row: dict[str, Any]) -> dict[str, Any]:

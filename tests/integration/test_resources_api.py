@@ -617,3 +617,24 @@ async def test_openapi_schemas_match_the_wire_format(client):
     ).json()
     assert set(body) == set(conversation)
     assert set(body["self"]) == set(schemas["Address"]["properties"]) == set(body["peer"])
+
+
+async def test_contact_list_keeps_each_contacts_addresses_in_order(client):
+    tenant = await make_tenant()
+    h = tenant.admin.headers
+    made = {}
+    for i in range(3):
+        body = {
+            "name": f"c{i}",
+            "addresses": [
+                {"type": "tel", "target": f"+1415555{i:04d}"},
+                {"type": "email", "target": f"C{i}@Example.com"},
+            ],
+        }
+        made[f"c{i}"] = (await client.post("/v1.0/contacts", json=body, headers=h)).json()["addresses"]
+    listed = (await client.get("/v1.0/contacts", headers=h)).json()["result"]
+    assert {c["name"]: c["addresses"] for c in listed} == made
+    assert made["c1"] == [
+        {"type": "tel", "target": "+14155550001"},
+        {"type": "email", "target": "c1@example.com"},
+    ]

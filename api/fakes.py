@@ -253,8 +253,11 @@ class Fakes:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def start_server(app: Litestar, host: str, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+async def start_server(
+    app: Litestar, host: str, port: int, lifespan: str = "off"
+) -> tuple[uvicorn.Server, asyncio.Task]:
+    """A uvicorn server for `app` in the running event loop, returned once it accepts connections."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

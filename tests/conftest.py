@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import sys
 import tempfile
 import uuid
@@ -13,11 +11,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from temporalio.testing import WorkflowEnvironment
 
 from api import temporal
-from api.app import create_app
 from api.dispatch import ensure_dispatchers
 from api.embedded import temporal_binary
 from api.fakes import start_fakes
@@ -26,7 +22,7 @@ from hub import db
 from hub.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-from tests.helpers import JWT_SECRET, PUBLIC_URL  # noqa: E402
+from tests.helpers import JWT_SECRET, PUBLIC_URL, free_port, serving  # noqa: E402
 
 
 def _database_dsn(name: str) -> str:
@@ -143,29 +139,12 @@ async def sqlite_engine():
         yield engine
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 async def app_client(settings: Settings, pg_engine):
     """The app served by a real uvicorn on a free port, in the tests' event loop."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
+    async with serving(settings) as url, httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         yield client
-    server.should_exit = True
-    await task
 
 
 @pytest.fixture

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import itertools
 import json
 import secrets
+import socket
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from hub import accounts, agents
+from hub import accounts, agents, db
 from hub.auth import issue_token
 from hub.permissions import ADMIN, MANAGER
 from hub.tables import Conversation
@@ -45,6 +48,32 @@ class Tenant:
     account: dict
     auth_token: str
     extra: dict = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(settings, restore_engine=None) -> AsyncIterator[str]:
+    """The hub's API for `settings` on a free port (real uvicorn, this event loop); yields its URL.
+
+    Its lifespan binds every table to its own engine; with `restore_engine` they are bound back
+    before it stops (it closes its engine as it goes)."""
+    from api.app import create_app
+    from api.fakes import start_server
+
+    port = free_port()
+    server, task = await start_server(create_app(settings), "127.0.0.1", port, lifespan="on")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if restore_engine is not None:
+            db.use_engine(restore_engine)
+        server.should_exit = True
+        await task
 
 
 async def make_member(customer_id: uuid.UUID, permission: int, label: str) -> Member:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 @dataclass

@@ -31,8 +31,8 @@ from hub.actions import ActionIn
 from hub.auth import issue_token
 from hub.settings import Settings
 from hub.tables import Message
-from tests.conftest import PG_ADMIN_DSN, free_port
-from tests.helpers import signed_sms, sms_params
+from tests.conftest import PG_ADMIN_DSN
+from tests.helpers import free_port, signed_sms, sms_params
 
 REPO = Path(__file__).resolve().parents[2]
 INBOUND_N = int(os.environ.get("BENCH_INBOUND_N", "200"))

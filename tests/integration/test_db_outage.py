@@ -8,13 +8,9 @@ import contextlib
 import dataclasses
 
 import httpx
-import uvicorn
 
-from api.app import create_app
-from hub import db
 from hub.tables import Message
-from tests.conftest import free_port
-from tests.helpers import make_tenant, signed_sms, sms_params
+from tests.helpers import free_port, make_tenant, serving, signed_sms, sms_params
 
 
 class FlakyProxy:
@@ -64,14 +60,11 @@ async def test_database_outage_is_503_and_recovers(settings, pg_engine, pg):
     dsn = settings.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     assert dsn != settings.database_url
     flaky = dataclasses.replace(settings, database_url=dsn)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(flaky), host="127.0.0.1", port=port, log_level="error"))
-    task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not task.done(), "the API did not start"
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        async with (
+            serving(flaky, restore_engine=pg_engine) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
 
             async def post(body: str) -> httpx.Response:
                 params = sms_params(body=body)
@@ -91,10 +84,7 @@ async def test_database_outage_is_503_and_recovers(settings, pg_engine, pg):
             after = await post("after")
             assert after.status_code == 200, after.text
     finally:
-        server.should_exit = True
-        await task
         await proxy.stop()
-        db.use_engine(pg_engine)
     texts = (
         await Message.select(Message.text)
         .where(Message.account_id == tenant.account["id"])

@@ -13,15 +13,11 @@ import uuid
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
 from activities.publish import EventPublisher
-from api.app import create_app
-from hub import db
 from hub.tables import Conversation, Event
-from tests.conftest import free_port
-from tests.helpers import JWT_SECRET, make_tenant, signed_sms, sms_params, wait_for
+from tests.helpers import JWT_SECRET, free_port, make_tenant, serving, signed_sms, sms_params, wait_for
 
 pytestmark = pytest.mark.usefixtures("dispatchers")
 
@@ -332,28 +328,14 @@ async def test_stream_refuses_bad_requests(client):
 async def test_without_redis_the_relay_feeds_api_servers_of_its_own_process(settings, pg):
     """The embedded run: without Redis the relay's publisher reaches the in-memory channels of the
     API servers in its own process."""
-    port = free_port()
     memory = dataclasses.replace(settings, redis_url="")
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(memory), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     publisher = EventPublisher("")
-    try:
+    async with serving(memory, restore_engine=pg) as url:
         tenant = await make_tenant()
-        async with Stream(f"http://127.0.0.1:{port}", tenant.admin.token) as stream:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with Stream(url, tenant.admin.token) as stream:
+            async with httpx.AsyncClient(base_url=url) as http:
                 await inbound(http, tenant, "+14155550231", "in memory")
             rows = await outbox(tenant.customer_id)
             await publisher.publish(rows)
             await stream.until(rows[-1]["seq"])
         assert stream.ids() == [r["seq"] for r in rows]
-    finally:
-        # That app bound the tables to its own engine, which it closes as it stops.
-        db.use_engine(pg)
-        server.should_exit = True
-        await task

@@ -26,8 +26,7 @@ from api import temporal as hub_temporal
 from api.fakes import start_server
 from api.worker import recover_activeflows
 from hub.tables import Activeflow, Conversation, Message
-from tests.conftest import free_port
-from tests.helpers import make_tenant, signed_sms, sms_params, wait_for
+from tests.helpers import free_port, make_tenant, signed_sms, sms_params, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 REPO = Path(__file__).resolve().parents[2]

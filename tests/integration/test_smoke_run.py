@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOGIN = re.compile(r"login\s*:\s*username=(\S+) password=(\S+)")

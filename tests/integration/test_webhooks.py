@@ -10,16 +10,13 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import uvicorn
 
 from activities.webhook_http import WebhookSender
-from api.app import create_app
 from hub import agents, db, dispatch, events, webhooks
 from hub.dispatch import QueuedDelivery
 from hub.tables import Customer, Event, WebhookDelivery
 from hub.webhooks import Endpoint, new_secret
-from tests.conftest import free_port
-from tests.helpers import make_tenant, signed_sms, sms_params, wait_for
+from tests.helpers import make_tenant, serving, signed_sms, sms_params, wait_for
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.usefixtures("dispatchers")
@@ -342,22 +339,12 @@ async def guarded_client(settings, pg):
     """A second API server with the guard on, as in production."""
     import httpx
 
-    port = free_port()
     guarded = dataclasses.replace(settings, webhook_allow_private=False)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(guarded), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+    async with (
+        serving(guarded, restore_engine=pg) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
         yield http
-    # That app bound the tables to its own engine, which it closes as it stops: back to the session's.
-    db.use_engine(pg)
-    server.should_exit = True
-    await task
 
 
 async def test_private_and_loopback_targets_are_refused_when_the_guard_is_on(guarded_client):

@@ -36,8 +36,8 @@ class LoginThrottle:
 
     async def attempt(self, username: str, address: str) -> None:
         """Counts one attempt; TooManyRequests when its username or address is over the limit."""
-        for kind, key in self._keys(username, address).items():
-            count, ttl_s = await self._increment(key)
+        counted = {kind: await self._increment(key) for kind, key in self._keys(username, address).items()}
+        for kind, (count, ttl_s) in counted.items():
             if count > self._limits[kind]:
                 who = "this username" if kind == "user" else "this address"
                 raise TooManyRequests(

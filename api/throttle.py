@@ -16,7 +16,7 @@ from hub.settings import Settings
 
 
 class LoginThrottle:
-    """Fixed windows of HUB_LOGIN_WINDOW_S from a counter's first failure. An attempt is counted
+    """Fixed windows of HUB_LOGIN_WINDOW_S from a counter's first attempt. An attempt is counted
     before its password is checked, so guesses sent in parallel cannot all pass the limit; a
     success takes its attempt back and resets the username's counter.
 

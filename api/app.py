@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from redis.asyncio import Redis
 
 from api import openapi, temporal
 from api.controllers.accounts import AccountController
@@ -30,6 +31,7 @@ from api.controllers.webhooks import CustomerController, WebhookDeliveryControll
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
 from api.stream import channels_plugin
+from api.throttle import LoginThrottle
 from hub import db
 from hub.settings import Settings
 
@@ -43,6 +45,8 @@ async def healthz() -> dict[str, str]:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    if problem := settings.jwt_secret_problem():
+        raise ValueError(problem)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -52,9 +56,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.engine = engine
         app.state.temporal = await temporal.connect(settings, lazy=True)
         app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s))
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        app.state.login_throttle = LoginThrottle(settings, redis)
         try:
             yield
         finally:
+            if redis is not None:
+                await redis.aclose()
             await app.state.http.aclose()
             await db.stop(engine)
 

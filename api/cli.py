@@ -34,6 +34,35 @@ async def _with_db(settings: Settings, work):
         await db.stop(engine)
 
 
+JWT_SECRET_FILE = "jwt-secret"
+
+
+def require_jwt_secret(settings: Settings) -> bool:
+    """`hub serve` and `hub worker` run with a real secret only: one line on stderr otherwise."""
+    problem = settings.jwt_secret_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is None
+
+
+def with_data_dir_jwt_secret(settings: Settings) -> Settings:
+    """Without HUB_JWT_SECRET, `hub run` (and `hub bootstrap` for it) sign with a random secret kept
+    in the data dir (owner-only file), so tokens survive a restart and no two installs share one."""
+    if "HUB_JWT_SECRET" in os.environ:
+        return settings
+    path = Path(settings.data_dir) / JWT_SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_text().strip()
+    else:
+        secret = secrets.token_urlsafe(48)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret + "\n")
+    return dataclasses.replace(settings, jwt_secret=secret)
+
+
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     async def nothing():
         return None
@@ -46,6 +75,12 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     if len(args.password) < 8:
         print("error: --password must have at least 8 characters", file=sys.stderr)
+        return 2
+    if "HUB_JWT_SECRET" not in os.environ:
+        note = f"note: HUB_JWT_SECRET is unset; the token is for `hub run` on {settings.data_dir}"
+        print(note, file=sys.stderr)
+    settings = with_data_dir_jwt_secret(settings)
+    if not require_jwt_secret(settings):
         return 2
 
     async def work():
@@ -158,6 +193,8 @@ def _serve_api(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    if not require_jwt_secret(settings):
+        return 2
     cmd_migrate(settings, _args)
     _serve_api(settings)
     return 0
@@ -170,6 +207,9 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         # On one machine the webhook receiver being tried out is usually on localhost too.
         settings = dataclasses.replace(settings, webhook_allow_private=True)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    settings = with_data_dir_jwt_secret(settings)
+    if not require_jwt_secret(settings):
+        return 2
     demo = asyncio.run(_with_db(settings, lambda: ensure_demo(settings)))
     base = f"http://{settings.http_host}:{settings.http_port}"
     hooks = f"{settings.resolved_public_url}/v1.0/hooks/accounts"
@@ -207,6 +247,8 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     from api.worker import run_worker
 
+    if not require_jwt_secret(settings):
+        return 2
     try:
         asyncio.run(run_worker(settings))
     except KeyboardInterrupt:

@@ -47,10 +47,12 @@ async def provide_caller(
     if not jwt_token:
         raise Unauthorized("missing token: send 'Authorization: Bearer <token>' or ?token=")
     settings: Settings = request.app.state.settings
-    agent_id = read_token(jwt_token, settings.jwt_secret)
-    agent = await agents.get_active_agent(agent_id)
+    claims = read_token(jwt_token, settings.jwt_secret)
+    agent = await agents.get_active_agent(claims.agent_id)
     if agent is None:
         raise Unauthorized("the token's agent no longer exists")
+    if claims.version != agent["token_version"]:
+        raise Unauthorized("the token was issued before the password changed: log in again")
     return Caller(agent_id=agent["id"], customer_id=agent["customer_id"], permission=agent["permission"])
 
 

@@ -13,7 +13,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from hub.errors import HubError
+from hub.errors import HubError, TooManyRequests
 
 log = logging.getLogger("hub.api")
 
@@ -73,7 +73,10 @@ def _validation_message(exc: ValidationException) -> str:
 
 
 def handle_hub_error(request: Request, exc: HubError) -> Response:
-    return envelope(request, exc.status, exc.message, exc.reason)
+    response = envelope(request, exc.status, exc.message, exc.reason)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:

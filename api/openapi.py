@@ -17,6 +17,7 @@ ERROR_DESCRIPTIONS = {
     "403": "The caller's permission does not allow this",
     "404": "No such object for this customer",
     "409": "Conflicts with the current state",
+    "429": "Too many failed logins; retry after `Retry-After` seconds",
     "503": "A backing service (database, Temporal) is unavailable; retry",
 }
 UNAUTHENTICATED = ("/auth/login",)

@@ -38,6 +38,11 @@ class TokenResponse(Struct):
     token: str
 
 
+class PasswordChange(Struct):
+    old_password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    new_password: Password
+
+
 class AgentCreate(Struct, kw_only=True):
     username: Username
     password: Password

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from hub import auth, conversations
 from hub.db import current_engine, transaction
-from hub.errors import BadRequest, Conflict, Unauthorized
+from hub.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from hub.pagination import fetch_page
 from hub.permissions import ADMIN, ALL_BITS
 from hub.repo import get_scoped, soft_delete, unique_or_conflict, update_scoped
@@ -74,6 +74,21 @@ async def authenticate(username: str, password: str) -> dict[str, Any]:
     return row
 
 
+async def _password_values(password: str) -> dict[str, Any]:
+    # A new password ends every token issued before it (they carry the older version).
+    return {"password_hash": await auth.hash_password(password), "token_version": Agent.token_version + 1}
+
+
+async def change_own_password(agent_id: UUID, old_password: str, new_password: str) -> dict[str, Any]:
+    """The agent proves it knows its password, then sets a new one; returns the updated row."""
+    row = await get_active_agent(agent_id)
+    if row is None:
+        raise Unauthorized("the token's agent no longer exists")
+    if not await auth.verify_password(row["password_hash"], old_password):
+        raise Forbidden("old_password is wrong")
+    return await update_scoped(Agent, row["customer_id"], agent_id, await _password_values(new_password))
+
+
 async def get_active_agent(agent_id: UUID) -> dict[str, Any] | None:
     return await Agent.select().where(Agent.id == agent_id, Agent.tm_delete.is_null()).first()
 
@@ -93,7 +108,7 @@ async def update_agent(customer_id: UUID, agent_id: UUID, values: dict[str, Any]
     if "permission" in values:
         check_permission_bits(values["permission"])
     if "password" in values:
-        values["password_hash"] = await auth.hash_password(values.pop("password"))
+        values.update(await _password_values(values.pop("password")))
     return await update_scoped(Agent, customer_id, agent_id, values)
 
 

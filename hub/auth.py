@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import NamedTuple
 from uuid import UUID
 
 import jwt
@@ -27,21 +28,34 @@ async def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-def issue_token(agent_id: UUID, customer_id: UUID, secret: str, ttl_seconds: int) -> str:
+class TokenClaims(NamedTuple):
+    agent_id: UUID
+    # The agent's token version when it was issued; a password change bumps the agent's, which
+    # ends every older token. Tokens issued before versions existed carry none: version 0.
+    version: int
+
+
+def issue_token(
+    agent_id: UUID, customer_id: UUID, secret: str, ttl_seconds: int, version: int = 0
+) -> str:
     now = int(time.time())
     claims = {
         "sub": str(agent_id),
         "customer_id": str(customer_id),
+        "ver": version,
         "iat": now,
         "exp": now + ttl_seconds,
     }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def read_token(token: str, secret: str) -> UUID:
-    """The agent id a valid token names; anything else is Unauthorized."""
+def read_token(token: str, secret: str) -> TokenClaims:
+    """The agent and token version a valid token names; anything else is Unauthorized."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-        return UUID(claims["sub"])
+        version = claims.get("ver", 0)
+        if type(version) is not int:
+            raise TypeError("ver must be an integer")
+        return TokenClaims(UUID(claims["sub"]), version)
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise Unauthorized("invalid or expired token") from exc

@@ -37,3 +37,12 @@ class Conflict(HubError):
 class Unavailable(HubError):
     status = 503
     reason = "service_unavailable"
+
+
+class TooManyRequests(HubError):
+    status = 429
+    reason = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

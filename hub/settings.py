@@ -11,6 +11,11 @@ def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+MIN_JWT_SECRET_BYTES = 32
+# Secrets that appeared in this project's code or docs: anyone can forge tokens with them.
+KNOWN_JWT_SECRETS = frozenset({"change-me-in-production-please-32b"})
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = ".hub"
@@ -28,8 +33,16 @@ class Settings:
     http_workers: int = 1
     # Empty means http://{http_host}:{http_port}; providers sign requests to this base.
     public_url: str = ""
-    jwt_secret: str = "change-me-in-production-please-32b"
+    # HS256 secret of the API tokens. No usable default: `hub serve` and `hub worker` refuse to
+    # start without one; `hub run` keeps a random one in the data dir (see api/cli.py).
+    jwt_secret: str = ""
     jwt_ttl_seconds: int = 7 * 24 * 3600
+    # Failed logins allowed per username and per client address within the window (then 429).
+    login_max_failures: int = 10
+    login_max_failures_per_address: int = 100
+    login_window_s: int = 15 * 60
+    # Prefix of the keys the hub keeps in Redis: deployments (or test runs) sharing one Redis differ.
+    redis_key_prefix: str = "hub:"
     db_pool_size: int = 10
     # Provider API base URLs; empty means the embedded fake providers of `hub run`.
     sms_api_url: str = ""
@@ -91,6 +104,16 @@ class Settings:
             else:
                 values[f.name] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+    def jwt_secret_problem(self) -> str | None:
+        """Why `jwt_secret` must not sign tokens, or None when it is a real secret."""
+        if not self.jwt_secret:
+            return "HUB_JWT_SECRET is not set: set it to a random string of at least 32 bytes"
+        if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            return f"HUB_JWT_SECRET is too short: it needs at least {MIN_JWT_SECRET_BYTES} bytes"
+        if self.jwt_secret in KNOWN_JWT_SECRETS:
+            return "HUB_JWT_SECRET is a published example: set it to a random string of at least 32 bytes"
+        return None
 
     @property
     def resolved_database_url(self) -> str:

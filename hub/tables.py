@@ -37,6 +37,8 @@ class Agent(Table, tablename="agents"):
     name = Varchar(length=255, default="")
     detail = Text(default="")
     permission = Integer(default=0)
+    # Bumped by every password change; tokens carrying an older version are refused.
+    token_version = Integer(default=0)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)

@@ -97,6 +97,9 @@ def settings(pg_url: str, tmp_path_factory, temporal_env, fakes) -> Settings:
         send_max_attempts=4,
         send_attempt_timeout_s=5,
         redis_url="redis://127.0.0.1:6379/0",
+        # Parallel test runs share this Redis; the whole suite logs in from 127.0.0.1.
+        redis_key_prefix=f"hub-test-{uuid.uuid4().hex[:8]}:",
+        login_max_failures_per_address=100_000,
         # Webhook receivers in tests listen on 127.0.0.1; retries come within seconds, not hours.
         webhook_allow_private=True,
         webhook_retry_schedule_s="0.2,0.4,0.6,1,1,1,1",

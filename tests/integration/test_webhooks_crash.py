@@ -34,6 +34,7 @@ def worker_process(settings) -> subprocess.Popen:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_DATABASE_URL": settings.database_url,
+        "HUB_JWT_SECRET": settings.jwt_secret,
         "HUB_REDIS_URL": settings.redis_url,
         "HUB_TEMPORAL_ADDRESS": settings.temporal_address,
         "HUB_TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,

@@ -25,6 +25,7 @@ def worker_process(settings, queue: str) -> subprocess.Popen:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_DATABASE_URL": settings.database_url,
+        "HUB_JWT_SECRET": settings.jwt_secret,
         "HUB_TEMPORAL_ADDRESS": settings.temporal_address,
         "HUB_TEMPORAL_TASK_QUEUE": queue,
         "HUB_SMS_API_URL": settings.sms_api_url,

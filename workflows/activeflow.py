@@ -68,6 +68,13 @@ LOAD_RETRY = RetryPolicy(
     non_retryable_error_types=["FlowInvalid"],
 )
 STOP = object()
+# A local activity's failure arrives as the activity's own error, an activity's wrapped in an
+# ActivityError: a run handles both the same way.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError)
+
+
+def failure_cause(exc: BaseException) -> BaseException:
+    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
 
 
 @workflow.defn(name="Activeflow")
@@ -93,9 +100,9 @@ class ActiveflowWorkflow:
         try:
             self.plan = await self.load(data)
             steps = flow_actions.typed_steps(self.plan.actions)
-        except (ActivityError, ValueError, KeyError, TypeError) as exc:
+        except (*ACTIVITY_FAILURES, ValueError, KeyError, TypeError) as exc:
             state.status = "failed"
-            reason = f"the flow cannot run: {exc.cause if isinstance(exc, ActivityError) else exc}"
+            reason = f"the flow cannot run: {failure_cause(exc)}"
         else:
             state.variables = dict(self.plan.variables)
             reason = await self.interpret(steps)
@@ -157,9 +164,9 @@ class ActiveflowWorkflow:
                     pc = position[step.next_id]
                 else:
                     pc += 1
-        except ActivityError as exc:
+        except ACTIVITY_FAILURES as exc:
             state.status = "failed"
-            return f"action {state.current_action_id}: {exc.cause or exc}"
+            return f"action {state.current_action_id}: {failure_cause(exc)}"
         if self.stop_requested:
             state.status = "stopped"
             return "stopped through the API"
@@ -252,8 +259,8 @@ class ActiveflowWorkflow:
                 start_to_close_timeout=timedelta(seconds=data.send.attempt_timeout_s),
                 retry_policy=retry,
             )
-        except ActivityError as exc:
-            cause = exc.cause
+        except ACTIVITY_FAILURES as exc:
+            cause = failure_cause(exc)
             if isinstance(cause, ApplicationError) and cause.type == "FlowActionFailed":
                 raise
             # The provider stayed unavailable: the message fails, the flow goes on.

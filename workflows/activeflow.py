@@ -13,6 +13,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from activities.inputs import (
     FailInput,
@@ -68,9 +69,9 @@ LOAD_RETRY = RetryPolicy(
     non_retryable_error_types=["FlowInvalid"],
 )
 STOP = object()
-# A local activity's failure arrives as the activity's own error, an activity's wrapped in an
-# ActivityError: a run handles both the same way.
-ACTIVITY_FAILURES = (ActivityError, ApplicationError)
+# A local activity's failure arrives as the activity's own error (or its timeout), an activity's
+# wrapped in an ActivityError: a run handles them the same way.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
 
 
 def failure_cause(exc: BaseException) -> BaseException:

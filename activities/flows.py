@@ -9,11 +9,20 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.inputs import FlowFinishInput, FlowHttpInput, FlowHttpResult, FlowSendInput, FlowSendResult
+from activities.inputs import (
+    FlowFinishInput,
+    FlowHttpInput,
+    FlowHttpResult,
+    FlowLoadInput,
+    FlowPlan,
+    FlowSendInput,
+    FlowSendResult,
+)
 from activities.messages import MessageActivities
 from hub import activeflows, inbound, netguard, outbound
 from hub.actions import flatten
 from hub.conversations import get_conversation
+from hub.db import is_data_error
 from hub.errors import HubError
 from hub.settings import Settings
 
@@ -26,10 +35,41 @@ class FlowActivities:
         self.settings = settings
         self.messages = messages
 
+    @activity.defn(name="flow_load")
+    async def load(self, data: FlowLoadInput) -> FlowPlan:
+        """The run's actions (of the version it started with) and variables, validated here so a
+        malformed stored action fails the run with a reason instead of the workflow task."""
+        try:
+            row, actions = await activeflows.run_plan(uuid.UUID(data.activeflow_id), data.flow_version)
+            variables = activeflows.stored_variables(row)
+        except HubError as exc:
+            raise ApplicationError(exc.message, type="FlowInvalid", non_retryable=True) from exc
+        return FlowPlan(
+            customer_id=str(row["customer_id"]),
+            flow_id=str(row["flow_id"]),
+            conversation_id=str(row["conversation_id"]),
+            account_id=str(row["account_id"]),
+            actions=actions,
+            variables=variables,
+        )
+
     @activity.defn(name="flow_send_message")
     async def send_message(self, data: FlowSendInput) -> FlowSendResult:
         """Stores the flow's outgoing message (once per run step, however often retried) and
-        hands it to the provider; provider outages raise, so the workflow's policy retries."""
+        hands it to the provider; provider outages and lost connections raise, so the workflow's
+        policy retries; data the database refuses ends the action."""
+        try:
+            return await self.store_and_deliver(data)
+        except Exception as exc:
+            if is_data_error(exc):
+                raise ApplicationError(
+                    f"the message was refused: {type(exc).__name__}: {exc}",
+                    type="FlowActionFailed",
+                    non_retryable=True,
+                ) from exc
+            raise
+
+    async def store_and_deliver(self, data: FlowSendInput) -> FlowSendResult:
         customer_id = uuid.UUID(data.customer_id)
         try:
             if data.conversation_id:

@@ -25,6 +25,26 @@ class FailInput:
 
 
 @dataclass
+class FlowLoadInput:
+    activeflow_id: str = ""
+    # 0: a run from before flow versions (its actions are stored in its own row).
+    flow_version: int = 0
+
+
+@dataclass
+class FlowPlan:
+    """What a run executes, loaded and validated by `flow_load` (kept out of workflow inputs)."""
+
+    customer_id: str = ""
+    flow_id: str = ""
+    conversation_id: str = ""
+    account_id: str = ""
+    # Validated and normalised (hub.actions.parse_stored); hub.actions.typed_steps types them.
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class FlowSendInput:
     """conversation_send (conversation_id) or message_send (account_id + destination)."""
 

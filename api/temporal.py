@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import msgspec
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributeKey,
@@ -67,12 +66,7 @@ async def start_activeflow(client: Client, settings: Settings, row: dict[str, An
             ActiveflowWorkflow.run,
             ActiveflowInput(
                 activeflow_id=str(row["id"]),
-                customer_id=str(row["customer_id"]),
-                flow_id=str(row["flow_id"]),
-                conversation_id=str(row["conversation_id"]),
-                account_id=str(row["account_id"]),
-                actions=msgspec.json.decode(row["actions"]),
-                variables=msgspec.json.decode(row["variables"]),
+                flow_version=row["flow_version"],
                 max_actions=MAX_EXECUTED_ACTIONS,
                 send=send_input(settings),
             ),

@@ -55,6 +55,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         activities=[
             messages.deliver_message,
             messages.fail_message,
+            flows.load,
             flows.send_message,
             flows.http_call,
             flows.finish,
@@ -66,33 +67,52 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
 
 async def recover_sends(client: Client, settings: Settings, older_than_s: float) -> int:
     """Starts the workflow of every outgoing message left `progressing` without one
-    (an API crash between commit and start, or Temporal down at the time)."""
+    (an API crash between commit and start, or Temporal down at the time). Each message on its
+    own: one that cannot start never holds up the others."""
     started = 0
     for message in await outbound.stuck_outgoing(older_than_s):
-        await temporal.start_send(client, settings, message)
-        started += 1
+        try:
+            await temporal.start_send(client, settings, message)
+            started += 1
+        except Exception:
+            log.exception("recovery could not start the send of message %s", message["id"])
     return started
 
 
 async def recover_activeflows(client: Client, settings: Settings, older_than_s: float) -> int:
-    """Starts every run whose workflow start was never confirmed (crash or outage after commit)."""
-    rows = await activeflows.unstarted(older_than_s)
-    for row in rows:
-        await temporal.start_activeflow(client, settings, row)
-    return len(rows)
+    """Starts every run whose workflow start was never confirmed (crash or outage after commit).
+    Each run on its own; one whose start keeps failing ends `failed` after
+    `recovery_max_start_attempts` rounds, with the error as its reason."""
+    started = 0
+    for row in await activeflows.unstarted(older_than_s):
+        try:
+            await temporal.start_activeflow(client, settings, row)
+            started += 1
+        except Exception as exc:
+            log.exception("recovery could not start activeflow %s", row["id"])
+            error = f"{type(exc).__name__}: {exc}"
+            if await activeflows.start_failed(row["id"], error, settings.recovery_max_start_attempts):
+                log.error("activeflow %s failed: its workflow could not be started", row["id"])
+    return started
+
+
+async def recovery_round(client: Client, settings: Settings) -> None:
+    """One round of every recovery, each independent of the others' failures."""
+    parts = [
+        ("activeflow", lambda: recover_activeflows(client, settings, settings.recovery_interval_s)),
+        ("send", lambda: recover_sends(client, settings, settings.recovery_interval_s)),
+        ("dispatcher", lambda: ensure_dispatchers(client, settings)),
+    ]
+    for name, part in parts:
+        try:
+            await part()
+        except Exception:  # the database or Temporal unreachable: the next round tries again
+            log.exception("%s recovery round failed", name)
 
 
 async def recovery_loop(client: Client, settings: Settings) -> None:
     while True:
-        try:
-            await recover_activeflows(client, settings, older_than_s=settings.recovery_interval_s)
-            await recover_sends(client, settings, older_than_s=settings.recovery_interval_s)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("send recovery round failed")
-        try:
-            await ensure_dispatchers(client, settings)
-        except Exception:  # Temporal unreachable: the next round tries again
-            log.exception("starting the webhook relay and delivery shards failed")
+        await recovery_round(client, settings)
         await asyncio.sleep(settings.recovery_interval_s)
 
 

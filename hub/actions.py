@@ -14,6 +14,8 @@ from msgspec import Meta, Struct
 from hub.errors import BadRequest
 
 MAX_ACTIONS_PER_FLOW = 500
+# Far below Temporal's 2 MB payload limit: the actions reach the workflow as one activity result.
+MAX_FLOW_BYTES = 512 * 1024
 # Safety cap of executed actions per activeflow (loops included).
 MAX_EXECUTED_ACTIONS = 1000
 ActionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -144,7 +146,47 @@ def validate_actions(actions: list[ActionIn]) -> list[dict[str, Any]]:
                 "next_id": action.next_id,
             }
         )
+    if len(msgspec.json.encode(normalised)) > MAX_FLOW_BYTES:
+        raise BadRequest(f"a flow's actions are at most {MAX_FLOW_BYTES // 1024} KiB of JSON")
     return normalised
+
+
+# --- stored actions, typed for the interpreter --------------------------------------------------
+
+
+class Step(Struct, frozen=True):
+    """One action as the interpreter runs it: the option converted to its type."""
+
+    id: str
+    type: str
+    option: Struct
+    next_id: str | None = None
+
+
+def parse_stored(raw: str) -> list[dict[str, Any]]:
+    """Stored actions checked again before a run executes them (a row may predate a rule or have
+    been written by hand): the normalised list, or BadRequest naming what is wrong."""
+    try:
+        actions = msgspec.json.decode(raw, type=list[ActionIn])
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"stored actions are malformed: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"stored actions are not JSON: {exc}") from exc
+    return validate_actions(actions)
+
+
+def typed_steps(actions: list[dict[str, Any]]) -> list[Step]:
+    """Actions validated by `parse_stored` (or `validate_actions`) as typed steps. Pure, so the
+    workflow may call it; raises ValueError, KeyError or TypeError on unvalidated input."""
+    return [
+        Step(
+            id=a["id"],
+            type=a["type"],
+            option=msgspec.convert(a["option"], OPTION_TYPES[a["type"]]),
+            next_id=a.get("next_id"),
+        )
+        for a in actions
+    ]
 
 
 # --- substitution (pure; also used inside workflows) ----------------------------------------

@@ -9,9 +9,10 @@ from uuid import UUID
 
 import msgspec
 
+from hub.actions import parse_stored
 from hub.conversations import get_conversation
-from hub.errors import BadRequest, Conflict
-from hub.flows import live_flow
+from hub.errors import BadRequest, Conflict, NotFound
+from hub.flows import flow_version_actions, live_flow
 from hub.pagination import fetch_page
 from hub.permissions import NIL_UUID
 from hub.repo import get_scoped, now
@@ -64,7 +65,8 @@ async def create_for_message(
         account_id=account["id"],
         message_id=message["id"],
         workflow_id=workflow_id_for_message(message["id"]),
-        actions=flow["actions"],
+        # The run reads its actions from flow_versions, not from a copy in its row.
+        flow_version=flow["version"],
         status="running",
         started=False,
         variables=msgspec.json.encode(
@@ -90,7 +92,8 @@ async def mark_started(activeflow_id: UUID) -> None:
 
 
 async def unstarted(older_than_s: float, limit: int = 500) -> list[dict[str, Any]]:
-    """Runs whose workflow start was never confirmed (a crash or Temporal outage after the commit)."""
+    """Runs whose workflow start was never confirmed (a crash or Temporal outage after the commit).
+    Runs whose starts failed before come last, so they cannot crowd out the others."""
     return (
         await Activeflow.select()
         .where(
@@ -98,9 +101,49 @@ async def unstarted(older_than_s: float, limit: int = 500) -> list[dict[str, Any
             Activeflow.status == "running",
             Activeflow.tm_create < now() - timedelta(seconds=older_than_s),
         )
-        .order_by(Activeflow.tm_create)
+        .order_by(Activeflow.start_attempts, Activeflow.tm_create)
         .limit(limit)
     )
+
+
+async def start_failed(activeflow_id: UUID, error: str, max_attempts: int) -> bool:
+    """Counts a failed workflow start by recovery; the run is `failed` (with the error) once it
+    failed `max_attempts` times. True when that happened now."""
+    pending = (Activeflow.id == activeflow_id, Activeflow.started.eq(False), Activeflow.status == "running")
+    await Activeflow.update(
+        {Activeflow.start_attempts: Activeflow.start_attempts + 1, Activeflow.tm_update: now()}
+    ).where(*pending)
+    stamp = now()
+    given_up = await Activeflow.update(
+        {
+            Activeflow.status: "failed",
+            Activeflow.reason: f"the workflow could not be started ({max_attempts} attempts): {error}"[:2000],
+            Activeflow.tm_update: stamp,
+            Activeflow.tm_end: stamp,
+        }
+    ).where(*pending, Activeflow.start_attempts >= max_attempts).returning(Activeflow.id)
+    return bool(given_up)
+
+
+async def run_plan(activeflow_id: UUID, flow_version: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run's row and its actions, validated (version 0: the copy in the row, from before flow
+    versions). NotFound / BadRequest say why the run cannot execute."""
+    row = await Activeflow.select().where(Activeflow.id == activeflow_id).first()
+    if row is None:
+        raise NotFound(f"activeflow {activeflow_id} does not exist")
+    raw = row["actions"]
+    if flow_version:
+        raw = await flow_version_actions(row["flow_id"], flow_version)
+        if raw is None:
+            raise NotFound(f"version {flow_version} of flow {row['flow_id']} is not stored")
+    return row, parse_stored(raw)
+
+
+def stored_variables(row: dict[str, Any]) -> dict[str, str]:
+    try:
+        return msgspec.json.decode(row["variables"] or "{}", type=dict[str, str])
+    except msgspec.MsgspecError as exc:
+        raise BadRequest(f"stored variables are malformed: {exc}") from exc
 
 
 async def finish(

@@ -21,6 +21,25 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached; callers answer 503 so clients retry."""
 
 
+def is_data_error(exc: BaseException) -> bool:
+    """The database refused the data itself (a NUL character on PostgreSQL, a constraint): the
+    same statement fails again, so retrying cannot help. Connection errors and timeouts are not."""
+    import sqlite3
+
+    import asyncpg
+
+    return isinstance(
+        exc,
+        (
+            asyncpg.DataError,
+            asyncpg.IntegrityConstraintViolationError,
+            sqlite3.DataError,
+            sqlite3.IntegrityError,
+            ValueError,
+        ),
+    )
+
+
 def engine_from_url(url: str) -> Engine:
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql", "postgresql+asyncpg"):

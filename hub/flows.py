@@ -9,10 +9,11 @@ from uuid import UUID
 import msgspec
 
 from hub.actions import ActionIn, validate_actions
+from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.pagination import fetch_page
 from hub.repo import get_scoped, now, soft_delete
-from hub.tables import Account, Flow
+from hub.tables import Account, Flow, FlowVersion
 
 
 async def check_accounts(customer_id: UUID, actions: list[dict[str, Any]]) -> None:
@@ -44,14 +45,13 @@ def flow_view(row: dict[str, Any]) -> dict[str, Any]:
 async def create_flow(customer_id: UUID, name: str, detail: str, actions: list[ActionIn]) -> dict[str, Any]:
     normalised = validate_actions(actions)
     await check_accounts(customer_id, normalised)
+    encoded = msgspec.json.encode(normalised).decode()
     flow = Flow(
-        id=uuid.uuid4(),
-        customer_id=customer_id,
-        name=name,
-        detail=detail,
-        actions=msgspec.json.encode(normalised).decode(),
+        id=uuid.uuid4(), customer_id=customer_id, name=name, detail=detail, actions=encoded, version=1
     )
-    await Flow.insert(flow)
+    async with transaction(current_engine()):
+        await Flow.insert(flow)
+        await FlowVersion.insert(FlowVersion(flow_id=flow.id, version=1, actions=encoded))
     return flow_view(await get_scoped(Flow, customer_id, flow.id))
 
 
@@ -73,14 +73,34 @@ async def update_flow(customer_id: UUID, flow_id: UUID, values: dict[str, Any]) 
         changes[Flow.name] = values["name"]
     if "detail" in values:
         changes[Flow.detail] = values["detail"]
+    encoded = None
     if "actions" in values:
         normalised = validate_actions(values["actions"])
         await check_accounts(customer_id, normalised)
-        changes[Flow.actions] = msgspec.json.encode(normalised).decode()
+        encoded = msgspec.json.encode(normalised).decode()
+        changes[Flow.actions] = encoded
+        changes[Flow.version] = Flow.version + 1
     if changes:
         changes[Flow.tm_update] = now()
-        await Flow.update(changes).where(Flow.id == flow_id)
+        # The update locks the row, so concurrent edits get consecutive versions.
+        async with transaction(current_engine()):
+            await Flow.update(changes).where(Flow.id == flow_id)
+            if encoded is not None:
+                version = await Flow.select(Flow.version).where(Flow.id == flow_id).first()
+                await FlowVersion.insert(
+                    FlowVersion(flow_id=flow_id, version=version["version"], actions=encoded)
+                )
     return await get_flow(customer_id, flow_id)
+
+
+async def flow_version_actions(flow_id: UUID, version: int) -> str | None:
+    """The stored (JSON) action list of one version of a flow, None when there is no such version."""
+    row = await (
+        FlowVersion.select(FlowVersion.actions)
+        .where(FlowVersion.flow_id == flow_id, FlowVersion.version == version)
+        .first()
+    )
+    return row["actions"] if row else None
 
 
 async def delete_flow(customer_id: UUID, flow_id: UUID) -> dict[str, Any]:

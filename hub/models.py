@@ -137,6 +137,8 @@ class FlowOut(msgspec.Struct, kw_only=True):
     name: str
     detail: str
     actions: list[ActionOut]
+    # Grows by one with each change of the actions; runs keep the version they started with.
+    version: int = 1
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
@@ -147,6 +149,8 @@ class ActiveflowOut(msgspec.Struct, kw_only=True):
     customer_id: UUID
     flow_id: UUID
     flow_name: str
+    # The version of the flow's actions the run executes (0: from before flow versions).
+    flow_version: int = 0
     conversation_id: UUID
     account_id: UUID
     message_id: UUID | None

@@ -56,6 +56,8 @@ class Settings:
     provider_timeout_s: int = 10
     # How often the worker looks for sends whose workflow never started (a crash, Temporal down).
     recovery_interval_s: int = 15
+    # Failed workflow starts of one activeflow by recovery before the run is marked `failed`.
+    recovery_max_start_attempts: int = 5
     # Retry schedule of sends whose provider is unavailable (5xx, timeouts).
     send_retry_initial_s: float = 1.0
     send_retry_max_interval_s: float = 300.0

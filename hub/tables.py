@@ -127,9 +127,21 @@ class Flow(Table, tablename="flows"):
     detail = Text(default="")
     # The validated action list, JSON.
     actions = Text(default="[]")
+    # The current row of flow_versions; each change of the actions adds one.
+    version = Integer(default=1)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
+
+
+class FlowVersion(Table, tablename="flow_versions"):
+    """Every action list a flow had: a run reads the version it started with, however the flow
+    changes meanwhile. Unique on (flow_id, version) (migration 0008b)."""
+
+    flow_id = UUID()
+    version = Integer(default=1)
+    actions = Text(default="[]")
+    tm_create = Timestamptz(default=TimestamptzNow())
 
 
 class Activeflow(Table, tablename="activeflows"):
@@ -144,7 +156,9 @@ class Activeflow(Table, tablename="activeflows"):
     account_id = UUID()
     message_id = UUID(null=True, default=None)
     workflow_id = Varchar(length=128, unique=True)
-    # The flow's actions as they were when the run began.
+    # The flow_versions row the run executes. 0: a run from before flow versions, whose actions
+    # were copied into `actions`.
+    flow_version = Integer(default=0)
     actions = Text(default="[]")
     status = Varchar(length=16, default="running")
     started = Boolean(default=False)
@@ -152,6 +166,8 @@ class Activeflow(Table, tablename="activeflows"):
     executed_actions = Text(default="[]")
     variables = Text(default="{}")
     reason = Text(default="")
+    # Failed workflow starts by recovery; at `recovery_max_start_attempts` the run is `failed`.
+    start_attempts = Integer(default=0)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_end = Timestamptz(null=True, default=None)
@@ -208,6 +224,7 @@ TABLES: list[type[Table]] = [
     Message,
     Event,
     Flow,
+    FlowVersion,
     Activeflow,
     WebhookDelivery,
 ]

@@ -13,34 +13,41 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from activities.inputs import (
     FailInput,
     FlowFinishInput,
     FlowHttpInput,
     FlowHttpResult,
+    FlowLoadInput,
+    FlowPlan,
     FlowSendInput,
     FlowSendResult,
 )
 from workflows.send import SendInput
 
 with workflow.unsafe.imports_passed_through():
-    import msgspec
-
     from hub import actions as flow_actions
 
 
 @dataclass
 class ActiveflowInput:
+    """Ids only: the run's actions and variables are loaded by the `flow_load` activity, so no
+    flow or message content travels in (or bloats) the workflow input."""
+
     activeflow_id: str = ""
+    # The flow_versions row the run executes (0: a run from before flow versions).
+    flow_version: int = 0
+    max_actions: int = 1000
+    send: SendInput = field(default_factory=SendInput)
+    # Inputs started before flow versions carried the run itself; such runs still finish.
     customer_id: str = ""
     flow_id: str = ""
     conversation_id: str = ""
     account_id: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
-    max_actions: int = 1000
-    send: SendInput = field(default_factory=SendInput)
 
 
 @dataclass
@@ -56,7 +63,19 @@ class ActiveflowState:
 # Flow I/O is user-pointed: a few quick retries, then the run fails with the reason.
 IO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+LOAD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["FlowInvalid"],
+)
 STOP = object()
+# A local activity's failure arrives as the activity's own error (or its timeout), an activity's
+# wrapped in an ActivityError: a run handles them the same way.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
+
+
+def failure_cause(exc: BaseException) -> BaseException:
+    return (exc.cause or exc) if isinstance(exc, ActivityError) else exc
 
 
 @workflow.defn(name="Activeflow")
@@ -64,6 +83,8 @@ class ActiveflowWorkflow:
     def __init__(self) -> None:
         self.state = ActiveflowState()
         self.stop_requested = False
+        self.data = ActiveflowInput()
+        self.plan = FlowPlan()
 
     @workflow.signal
     def stop(self) -> None:
@@ -75,44 +96,17 @@ class ActiveflowWorkflow:
 
     @workflow.run
     async def run(self, data: ActiveflowInput) -> str:
+        self.data = data
         state = self.state
-        state.variables = dict(data.variables)
-        steps = [
-            (a, msgspec.convert(a["option"], flow_actions.OPTION_TYPES[a["type"]])) for a in data.actions
-        ]
-        position = {a["id"]: i for i, (a, _) in enumerate(steps)}
-        goto_jumps: dict[str, int] = {}
-        reason = ""
-        pc = 0
         try:
-            while pc < len(steps) and not self.stop_requested:
-                if len(state.executed) >= data.max_actions:
-                    state.status = "failed"
-                    reason = f"stopped after {data.max_actions} executed actions (the safety cap)"
-                    break
-                action, option = steps[pc]
-                state.current_action_id = action["id"]
-                state.executed.append(action["id"])
-                workflow.set_current_details(
-                    f"action {action['id']} ({action['type']}), step {len(state.executed)}"
-                )
-                jump = await self.execute(data, action, option, goto_jumps)
-                if jump is STOP:
-                    break
-                if isinstance(jump, str):
-                    pc = position[jump]
-                elif action.get("next_id"):
-                    pc = position[action["next_id"]]
-                else:
-                    pc += 1
-            if self.stop_requested:
-                state.status = "stopped"
-                reason = "stopped through the API"
-            elif state.status == "running":
-                state.status = "ended"
-        except ActivityError as exc:
+            self.plan = await self.load(data)
+            steps = flow_actions.typed_steps(self.plan.actions)
+        except (*ACTIVITY_FAILURES, ValueError, KeyError, TypeError) as exc:
             state.status = "failed"
-            reason = f"action {state.current_action_id}: {exc.cause or exc}"
+            reason = f"the flow cannot run: {failure_cause(exc)}"
+        else:
+            state.variables = dict(self.plan.variables)
+            reason = await self.interpret(steps)
         await workflow.execute_local_activity(
             "flow_finish",
             FlowFinishInput(
@@ -128,77 +122,125 @@ class ActiveflowWorkflow:
         )
         return state.status
 
-    async def execute(
-        self, data: ActiveflowInput, action: dict, option: Any, goto_jumps: dict[str, int]
-    ) -> Any:
+    async def load(self, data: ActiveflowInput) -> FlowPlan:
+        if data.customer_id:  # started before flow versions: the input is the plan
+            return FlowPlan(
+                customer_id=data.customer_id,
+                flow_id=data.flow_id,
+                conversation_id=data.conversation_id,
+                account_id=data.account_id,
+                actions=data.actions,
+                variables=data.variables,
+            )
+        return await workflow.execute_local_activity(
+            "flow_load",
+            FlowLoadInput(activeflow_id=data.activeflow_id, flow_version=data.flow_version),
+            result_type=FlowPlan,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=LOAD_RETRY,
+        )
+
+    async def interpret(self, steps: list[flow_actions.Step]) -> str:
+        """Runs the steps to the end, a stop or the safety cap; returns the reason of the outcome."""
+        state = self.state
+        max_actions = self.data.max_actions
+        position = {step.id: i for i, step in enumerate(steps)}
+        goto_jumps: dict[str, int] = {}
+        pc = 0
+        try:
+            while pc < len(steps) and not self.stop_requested:
+                if len(state.executed) >= max_actions:
+                    state.status = "failed"
+                    return f"stopped after {max_actions} executed actions (the safety cap)"
+                step = steps[pc]
+                state.current_action_id = step.id
+                state.executed.append(step.id)
+                workflow.set_current_details(f"action {step.id} ({step.type}), step {len(state.executed)}")
+                jump = await self.execute(step, goto_jumps)
+                if jump is STOP:
+                    break
+                if isinstance(jump, str):
+                    pc = position[jump]
+                elif step.next_id:
+                    pc = position[step.next_id]
+                else:
+                    pc += 1
+        except ACTIVITY_FAILURES as exc:
+            state.status = "failed"
+            return f"action {state.current_action_id}: {failure_cause(exc)}"
+        if self.stop_requested:
+            state.status = "stopped"
+            return "stopped through the API"
+        state.status = "ended"
+        return ""
+
+    async def execute(self, step: flow_actions.Step, goto_jumps: dict[str, int]) -> Any:
         """Runs one action; returns the id to jump to, STOP, or None to go on."""
         variables = self.state.variables
-        kind = action["type"]
-        if kind == "conversation_send":
-            await self.send(data, FlowSendInput(conversation_id=data.conversation_id, text=option.text))
-        elif kind == "message_send":
-            sent = await self.send(
-                data,
-                FlowSendInput(
-                    account_id=str(option.account_id),
-                    destination=flow_actions.substitute(option.destination, variables),
-                    text=option.text,
-                ),
-            )
-            variables[f"{action['id']}.conversation.id"] = sent.conversation_id
-        elif kind == "webhook_send":
-            result = await self.http(
-                FlowHttpInput(
-                    method=option.method,
-                    url=flow_actions.substitute(option.url, variables),
-                    body=flow_actions.substitute_json(option.body, variables)
-                    if option.body is not None
-                    else None,
-                    timeout_ms=option.timeout_ms,
-                    answer_prefix="webhook.response" if option.wait_response else "",
-                ),
-                option.timeout_ms,
-            )
-            variables["webhook.status_code"] = str(result.status_code)
-            variables.update(result.variables)
-        elif kind == "fetch":
-            result = await self.http(
-                FlowHttpInput(url=flow_actions.substitute(option.url, variables), answer_prefix=option.into),
-                10_000,
-            )
-            variables[f"{option.into}.status_code"] = str(result.status_code)
-            variables.update(result.variables)
-        elif kind == "variable_set":
-            variables[option.name] = flow_actions.substitute(option.value, variables)
-        elif kind == "branch":
-            value = variables.get(option.variable, "")
-            return option.targets.get(value) or option.default_target_id
-        elif kind == "condition_variable":
-            value = variables.get(option.variable, "")
-            if not flow_actions.compare(
-                value, option.operator, flow_actions.substitute(option.value, variables)
-            ):
-                return option.false_target_id
-        elif kind == "goto":
-            done = goto_jumps.get(action["id"], 0)
-            if done < option.loop_count:
-                goto_jumps[action["id"]] = done + 1
-                return option.target_id
-        elif kind == "sleep":
-            try:
-                await workflow.wait_condition(
-                    lambda: self.stop_requested, timeout=timedelta(milliseconds=option.duration_ms)
+        match step.option:
+            case flow_actions.ConversationSendOption(text=text):
+                await self.send(FlowSendInput(conversation_id=self.plan.conversation_id, text=text))
+            case flow_actions.MessageSendOption() as option:
+                sent = await self.send(
+                    FlowSendInput(
+                        account_id=str(option.account_id),
+                        destination=flow_actions.substitute(option.destination, variables),
+                        text=option.text,
+                    )
                 )
-            except TimeoutError:
-                pass
-        elif kind == "stop":
-            return STOP
+                variables[f"{step.id}.conversation.id"] = sent.conversation_id
+            case flow_actions.WebhookSendOption() as option:
+                result = await self.http(
+                    FlowHttpInput(
+                        method=option.method,
+                        url=flow_actions.substitute(option.url, variables),
+                        body=flow_actions.substitute_json(option.body, variables)
+                        if option.body is not None
+                        else None,
+                        timeout_ms=option.timeout_ms,
+                        answer_prefix="webhook.response" if option.wait_response else "",
+                    ),
+                    option.timeout_ms,
+                )
+                variables["webhook.status_code"] = str(result.status_code)
+                variables.update(result.variables)
+            case flow_actions.FetchOption() as option:
+                url = flow_actions.substitute(option.url, variables)
+                result = await self.http(FlowHttpInput(url=url, answer_prefix=option.into), 10_000)
+                variables[f"{option.into}.status_code"] = str(result.status_code)
+                variables.update(result.variables)
+            case flow_actions.VariableSetOption() as option:
+                variables[option.name] = flow_actions.substitute(option.value, variables)
+            case flow_actions.BranchOption() as option:
+                value = variables.get(option.variable, "")
+                return option.targets.get(value) or option.default_target_id
+            case flow_actions.ConditionVariableOption() as option:
+                value = variables.get(option.variable, "")
+                if not flow_actions.compare(
+                    value, option.operator, flow_actions.substitute(option.value, variables)
+                ):
+                    return option.false_target_id
+            case flow_actions.GotoOption() as option:
+                done = goto_jumps.get(step.id, 0)
+                if done < option.loop_count:
+                    goto_jumps[step.id] = done + 1
+                    return option.target_id
+            case flow_actions.SleepOption() as option:
+                try:
+                    await workflow.wait_condition(
+                        lambda: self.stop_requested, timeout=timedelta(milliseconds=option.duration_ms)
+                    )
+                except TimeoutError:
+                    pass
+            case flow_actions.StopOption():
+                return STOP
         return None
 
-    async def send(self, data: ActiveflowInput, request: FlowSendInput) -> FlowSendResult:
+    async def send(self, request: FlowSendInput) -> FlowSendResult:
         """Stores and delivers one message; the flow goes on once the provider took it (or gave up)."""
+        data = self.data
         request.activeflow_id = data.activeflow_id
-        request.customer_id = data.customer_id
+        request.customer_id = self.plan.customer_id
         request.step = len(self.state.executed)
         # Deterministic, so the id survives replays and activity retries alike.
         request.message_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), str(request.step)))
@@ -218,8 +260,8 @@ class ActiveflowWorkflow:
                 start_to_close_timeout=timedelta(seconds=data.send.attempt_timeout_s),
                 retry_policy=retry,
             )
-        except ActivityError as exc:
-            cause = exc.cause
+        except ACTIVITY_FAILURES as exc:
+            cause = failure_cause(exc)
             if isinstance(cause, ApplicationError) and cause.type == "FlowActionFailed":
                 raise
             # The provider stayed unavailable: the message fails, the flow goes on.

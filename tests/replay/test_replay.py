@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from api.worker import WORKFLOWS
-from hub.tables import Activeflow, Message
+from hub.tables import Activeflow, FlowVersion, Message
 from tests.helpers import make_tenant, signed_sms, sms_params, wait_for
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -43,7 +43,10 @@ REPRESENTATIVE_FLOWS = {
         {"id": "a", "type": "variable_set", "option": {"name": "x", "value": "1"}},
         {"id": "loop", "type": "goto", "option": {"target_id": "a", "loop_count": 1000}},
     ],
+    # Saved fine, then broken in the database: the run fails in flow_load, with the reason.
+    "invalid_stored_action": [{"id": "nap", "type": "sleep", "option": {"duration_ms": 5}}],
 }
+BROKEN_IN_DB = {"invalid_stored_action": [{"id": "nap", "type": "sleep", "option": {"duration_ms": "x"}}]}
 
 
 def stored_histories() -> list[Path]:
@@ -52,7 +55,9 @@ def stored_histories() -> list[Path]:
 
 def test_histories_are_recorded():
     names = {p.stem for p in stored_histories()}
+    # Runs started with the whole flow in their input (before flow versions) must still finish.
     assert {"activeflow_menu_loop_sleep", "activeflow_action_cap", "send_retried"} <= names
+    assert {f"activeflow_versioned_{name}" for name in REPRESENTATIVE_FLOWS} <= names
 
 
 @pytest.mark.parametrize("path", stored_histories(), ids=lambda p: p.stem)
@@ -92,6 +97,10 @@ async def test_fresh_histories_replay(client, temporal_env, fake_sms):
             json={"message_flow_id": flow.json()["id"]},
             headers=tenant.admin.headers,
         )
+        if name in BROKEN_IN_DB:
+            await FlowVersion.update({FlowVersion.actions: json.dumps(BROKEN_IN_DB[name])}).where(
+                FlowVersion.flow_id == uuid.UUID(flow.json()["id"])
+            )
         path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, sms_params(body="loop"))
         assert (await client.post(path, content=body, headers=headers)).status_code == 200
 
@@ -101,7 +110,7 @@ async def test_fresh_histories_replay(client, temporal_env, fake_sms):
 
         run = await wait_for(finished)
         handle = temporal_env.client.get_workflow_handle(run["workflow_id"])
-        histories[f"activeflow_{name}"] = await handle.fetch_history()
+        histories[f"activeflow_versioned_{name}"] = await handle.fetch_history()
         if name == "menu_loop_sleep":
             fake_sms.control({"fail_next": 1, "fail_status": 500})
             histories["send_retried"] = await send_history(

@@ -30,6 +30,7 @@ from api.controllers.webhooks import CustomerController, WebhookDeliveryControll
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
 from api.stream import channels_plugin
+from api.strict import strict_input
 from hub import db
 from hub.settings import Settings
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_id_middleware],
+        before_request=strict_input,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Conversation hub",

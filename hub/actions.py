@@ -95,7 +95,15 @@ class ActionIn(Struct, kw_only=True):
     """An action as written by a flow designer; `option` is checked against `type` on write."""
 
     id: ActionId
-    type: Annotated[str, Meta(max_length=64, description="one of: " + ", ".join(ACTION_TYPES))]
+    # A plain string (an unknown type is a 400 naming the action); the schema lists the types.
+    type: Annotated[
+        str,
+        Meta(
+            max_length=64,
+            description="one of: " + ", ".join(ACTION_TYPES),
+            extra_json_schema={"extra": {"enum": list(ACTION_TYPES)}},
+        ),
+    ]
     option: dict[str, Any] = {}
     next_id: ActionId | None = None
 

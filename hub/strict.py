@@ -14,7 +14,9 @@ def nul_path(value: Any, path: str = "") -> str | None:
         return (path or "value") if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
+            # The path goes into an error message: never echo the NUL itself.
+            shown = str(key).replace("\x00", "\\u0000")
+            where = f"{path}.{shown}" if path else shown
             if isinstance(key, str) and "\x00" in key:
                 return where
             if (found := nul_path(item, where)) is not None:

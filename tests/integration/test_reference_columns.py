@@ -11,7 +11,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 from piccolo.apps.migrations.commands.forwards import run_forwards
 
@@ -19,8 +18,8 @@ from hub import agents, db, flows, piccolo_migrations
 from hub.actions import ActionIn
 from hub.inbound import store_inbound
 from hub.tables import TABLES, Account, Contact
-from tests.conftest import PG_ADMIN_DSN, _database_dsn
-from tests.helpers import make_tenant
+from tests.conftest import PG_ADMIN_DSN
+from tests.helpers import fresh_pg_database, make_tenant
 from tests.integration.test_repository_engines import inbound
 
 MIGRATION_0011 = "2026-12-01T10:11:00:000000"
@@ -38,19 +37,14 @@ async def fresh_engine(kind: str):
     """An empty database of `kind`, dropped afterwards."""
     if kind == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
-            engine = await db.open_engine(f"sqlite:///{Path(tmp) / 'hub.sqlite'}")
-            yield engine
+            yield await db.open_engine(f"sqlite:///{Path(tmp) / 'hub.sqlite'}")
         return
-    name = f"hub_mig_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    engine = await db.open_engine(_database_dsn(name))
-    try:
-        yield engine
-    finally:
-        await db.stop(engine)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_pg_database(PG_ADMIN_DSN) as url:
+        engine = await db.open_engine(url)
+        try:
+            yield engine
+        finally:
+            await db.stop(engine)
 
 
 async def _insert_without_customer(engine) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
+import msgspec
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -19,6 +21,7 @@ from activities.inputs import (
     FlowSendResult,
 )
 from activities.messages import MessageActivities
+from activities.webhook_http import check_url_host, guarded_session
 from hub import activeflows, inbound, netguard, outbound
 from hub.actions import flatten
 from hub.conversations import get_conversation
@@ -26,7 +29,21 @@ from hub.db import is_data_error
 from hub.errors import HubError
 from hub.settings import Settings
 
-MAX_ANSWER_BYTES = 256 * 1024
+
+class AnswerTooLarge(Exception):
+    pass
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body, refused (before anything parses it) when it is larger than `limit`."""
+    if (response.content_length or 0) > limit:
+        raise AnswerTooLarge(f"the answer is larger than {limit} bytes ({response.content_length})")
+    received = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        received += chunk
+        if len(received) > limit:
+            raise AnswerTooLarge(f"the answer is larger than {limit} bytes")
+    return bytes(received)
 
 
 class FlowActivities:
@@ -34,6 +51,7 @@ class FlowActivities:
         self.http = http
         self.settings = settings
         self.messages = messages
+        self._session: aiohttp.ClientSession | None = None
 
     @activity.defn(name="flow_load")
     async def load(self, data: FlowLoadInput) -> FlowPlan:
@@ -101,37 +119,41 @@ class FlowActivities:
     @activity.defn(name="flow_http")
     async def http_call(self, data: FlowHttpInput) -> FlowHttpResult:
         """webhook_send and fetch. Any HTTP status is an answer; only transport errors retry.
-        Targets on loopback, private or link-local addresses are refused like webhook targets."""
-        await self.check_target(data.url)
-        response = await self.http.request(
-            data.method,
-            data.url,
-            json=data.body if data.method not in ("GET", "DELETE") else None,
-            timeout=data.timeout_ms / 1000,
-        )
-        variables: dict[str, str] = {}
-        if data.answer_prefix:
-            content = response.content[:MAX_ANSWER_BYTES]
-            try:
-                flatten(data.answer_prefix, response.json(), variables)
-            except ValueError:
-                variables[data.answer_prefix] = content.decode("utf-8", "replace")[:5000]
-        return FlowHttpResult(status_code=response.status_code, variables=variables)
-
-    async def check_target(self, url: str) -> None:
-        # Checked before connecting (webhook deliveries pin the checked address; flows do not yet).
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        Targets on loopback, private or link-local addresses are refused like webhook targets,
+        at the address the connection is made to (a DNS answer cannot change after the check)."""
+        allow_private = self.settings.webhook_allow_private
+        limit = self.settings.flow_http_max_answer_bytes
         try:
-            if (literal := netguard.ip_literal(host)) is not None:
-                netguard.check_address(literal, self.settings.webhook_allow_private)
-            else:
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                await netguard.resolve(host, port, self.settings.webhook_allow_private)
+            netguard.check_literal_target(data.url, allow_private)
+            check_url_host(data.url, allow_private)
+            async with asyncio.timeout(data.timeout_ms / 1000):
+                async with self._http().request(
+                    data.method,
+                    data.url,
+                    json=data.body if data.method not in ("GET", "DELETE") else None,
+                    allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    content = await read_capped(response, limit) if data.answer_prefix else b""
         except (netguard.TargetRefused, ValueError) as exc:
             raise ApplicationError(
                 f"target refused: {exc}", type="TargetRefused", non_retryable=True
             ) from exc
+        except AnswerTooLarge as exc:
+            raise ApplicationError(str(exc), type="AnswerTooLarge", non_retryable=True) from exc
+        variables: dict[str, str] = {}
+        if data.answer_prefix:
+            try:
+                flatten(data.answer_prefix, msgspec.json.decode(content), variables)
+            except msgspec.DecodeError:
+                variables[data.answer_prefix] = content.decode("utf-8", "replace")[:5000]
+        return FlowHttpResult(status_code=status, variables=variables)
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Made on first use, in the worker's event loop; the guard pins the checked addresses.
+        if self._session is None or self._session.closed:
+            self._session = guarded_session(self.settings.webhook_allow_private)
+        return self._session
 
     @activity.defn(name="flow_finish")
     async def finish(self, data: FlowFinishInput) -> None:

@@ -61,6 +61,22 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
+def guarded_session(
+    allow_private: bool, timeout_s: float | None = None, max_connections: int = 100, **kwargs
+) -> aiohttp.ClientSession:
+    """An HTTP client for customer-given URLs: it connects only to addresses the guard allowed
+    (no re-resolution after the check) and ignores proxies from the environment."""
+    connector = aiohttp.TCPConnector(limit=max_connections, resolver=GuardedResolver(allow_private))
+    timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else aiohttp.ClientTimeout()
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False, **kwargs)
+
+
+def check_url_host(url: str, allow_private: bool) -> None:
+    """The resolver checks names; an address written in the URL never reaches it."""
+    if (literal := netguard.ip_literal(URL(url).host or "")) is not None:
+        netguard.check_address(literal, allow_private)
+
+
 @lru_cache(maxsize=1024)
 def _signer(secret: str) -> Webhook:
     return Webhook(secret)
@@ -90,14 +106,8 @@ class WebhookSender:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.max_connections, resolver=GuardedResolver(self.allow_private)
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"user-agent": USER_AGENT},
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                trust_env=False,
+            self._session = guarded_session(
+                self.allow_private, self.timeout_s, self.max_connections, headers={"user-agent": USER_AGENT}
             )
         return self._session
 
@@ -118,9 +128,7 @@ class WebhookSender:
             "webhook-signature": sign(endpoint.secrets, msg_id, stamp, body.decode()),
         }
         try:
-            # The resolver checks names; an address written in the URL never reaches it.
-            if (literal := netguard.ip_literal(URL(endpoint.uri).host or "")) is not None:
-                netguard.check_address(literal, self.allow_private)
+            check_url_host(endpoint.uri, self.allow_private)
             # A deadline for the whole exchange, however slowly the endpoint drips its answer.
             async with asyncio.timeout(self.timeout_s):
                 async with self._http().request(

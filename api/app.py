@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from litestar import Litestar, get
+from litestar import Litestar, Request, Response, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -31,6 +31,7 @@ from api.controllers.webhooks import CustomerController, WebhookDeliveryControll
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
 from api.stream import channels_plugin
+from api.strict import strict_input
 from api.throttle import LoginThrottle
 from hub import db
 from hub.settings import Settings
@@ -41,6 +42,21 @@ log = logging.getLogger("hub.api")
 @get("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+def allowed_methods(request: Request) -> Response:
+    """OPTIONS: every method of the path. Litestar's own answer lists only the methods known when
+    the path's first handler was registered (its closure keeps that early route)."""
+    template = request.scope["path_template"]
+    methods = {m for route in request.app.routes if route.path_format == template for m in route.methods}
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
+async def before_request(request: Request) -> Response | None:
+    if request.method == "OPTIONS":
+        return allowed_methods(request)
+    await strict_input(request)
+    return None
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -87,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_id_middleware],
+        before_request=before_request,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Conversation hub",

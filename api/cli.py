@@ -19,6 +19,7 @@ from hub import accounts, agents, db
 from hub.auth import issue_token
 from hub.errors import HubError
 from hub.settings import Settings
+from hub.strict import refuse_nul
 from hub.tables import Agent
 
 DEMO_NUMBER = "+15550001000"
@@ -301,18 +302,21 @@ def cmd_flows_apply(settings: Settings, args: argparse.Namespace) -> int:
     try:
         raw = json.loads(Path(args.file).read_text())
         spec = msgspec.convert(raw, FlowCreate)
-    except (OSError, ValueError, msgspec.ValidationError) as exc:
-        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        refuse_nul(raw)
+    except (OSError, ValueError, msgspec.ValidationError, HubError) as exc:
+        print(f"error: {args.file}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
+
+    rules = flows.FlowRules.of(settings)
 
     async def work():
         customer_id = await _customer_for_cli(settings, args.customer)()
         existing = await flows.find_flow(customer_id, raw.get("id"), spec.name)
         if existing is None:
-            row = await flows.create_flow(customer_id, spec.name, spec.detail, spec.actions)
+            row = await flows.create_flow(customer_id, spec.name, spec.detail, spec.actions, rules)
         else:
             values = {"name": spec.name, "detail": spec.detail, "actions": spec.actions}
-            row = await flows.update_flow(customer_id, existing["id"], values)
+            row = await flows.update_flow(customer_id, existing["id"], values, rules)
         return msgspec.json.encode(flow_out(row)).decode()
 
     try:

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request
 from litestar.params import HeaderParameter, QueryParameter
 
+from api.strict import check_input
 from hub import agents
 from hub.auth import read_token
 from hub.errors import Unauthorized
@@ -53,6 +54,7 @@ async def provide_caller(
         raise Unauthorized("the token's agent no longer exists")
     if claims.version != agent["token_version"]:
         raise Unauthorized("the token was issued before the password changed: log in again")
+    await check_input(request)
     return Caller(agent_id=agent["id"], customer_id=agent["customer_id"], permission=agent["permission"])
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sqlite3
 import uuid
 from http import HTTPStatus
@@ -13,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api import temporal
 from hub.errors import HubError, TooManyRequests
 
 log = logging.getLogger("hub.api")
@@ -20,15 +23,49 @@ log = logging.getLogger("hub.api")
 # Failures that mean "the database is not reachable right now", not "the request is bad".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
-    OSError,
+    TimeoutError,
+    socket.gaierror,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     # Admin or crash shutdown, cancelled by a restart: the server is going away, not the input bad.
     asyncpg.exceptions.OperatorInterventionError,
-    sqlite3.OperationalError,
 )
+# An OSError is an outage only when it is about reaching a server; a missing file is a bug.
+UNAVAILABLE_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+    errno.ENETDOWN,
+    errno.EPIPE,
+    errno.EADDRNOTAVAIL,
+}
+# SQLite's OperationalError is also "no such table" or a syntax error: server bugs, not outages.
+SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A backing service cannot be reached now (retry later), as opposed to a bug in the hub."""
+    if isinstance(exc, UNAVAILABLE_ERRORS) or temporal.is_unavailable(exc):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(text in str(exc).lower() for text in SQLITE_UNAVAILABLE)
+    if isinstance(exc, OSError):
+        # asyncio reports a connect that failed on every address as a plain OSError.
+        return exc.errno in UNAVAILABLE_ERRNOS or str(exc).startswith(("Multiple exceptions", "Connect call"))
+    return False
+
 
 # Values the database refuses (NUL characters in text, out-of-range times or numbers): the input
 # is bad, not the service. asyncpg's client-side DataError is an InterfaceError, so test these first.
@@ -76,6 +113,8 @@ def handle_hub_error(request: Request, exc: HubError) -> Response:
     response = envelope(request, exc.status, exc.message, exc.reason)
     if isinstance(exc, TooManyRequests):
         response.headers["Retry-After"] = str(exc.retry_after_s)
+    elif exc.status == 503:
+        response.headers["Retry-After"] = "1"
     return response
 
 
@@ -89,7 +128,13 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
 
 
 def handle_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("database unavailable: %s: %s", exc.__class__.__name__, exc)
+    log.warning(
+        "backing service unavailable (request %s): %s: %s",
+        request_id_of(request),
+        exc.__class__.__name__,
+        exc,
+        exc_info=exc,
+    )
     response = envelope(request, 503, "a backing service is unavailable, retry later", "service_unavailable")
     response.headers["Retry-After"] = "1"
     return response
@@ -102,7 +147,7 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RecursionError) and "deserializ" in str(exc):
         # msgspec gives up on absurdly nested JSON with a RecursionError.
         return envelope(request, 400, "JSON is malformed: nested too deeply", "bad_request")
-    if isinstance(exc, UNAVAILABLE_ERRORS):
+    if is_unavailable(exc):
         return handle_unavailable(request, exc)
     log.exception("unhandled error (request %s)", request_id_of(request))
     return envelope(request, 500, "internal error", "internal_error")

@@ -17,10 +17,18 @@ ERROR_DESCRIPTIONS = {
     "403": "The caller's permission does not allow this",
     "404": "No such object for this customer",
     "409": "Conflicts with the current state",
-    "429": "Too many failed logins; retry after `Retry-After` seconds",
+    "429": "Too many attempts; retry after the Retry-After header's seconds",
     "503": "A backing service (database, Temporal) is unavailable; retry",
 }
 UNAUTHENTICATED = ("/auth/login",)
+# Answers particular to one operation, beyond those every operation of its kind gets.
+OPERATION_ERRORS = {
+    ("post", "/auth/login"): {"401", "429"},
+    ("post", "/v1.0/agents"): {"409"},
+    ("post", "/v1.0/activeflows/{activeflow_id}/stop"): {"409"},
+    ("get", "/v1.0/activeflows"): {"404"},
+    ("post", "/v1.0/conversations/{conversation_id}/messages"): {"409"},
+}
 
 
 class ErrorBody(msgspec.Struct):
@@ -57,10 +65,29 @@ def document_errors(schema: dict[str, Any]) -> None:
                     codes |= {"403"}
             if "{" in path:
                 codes |= {"404"}
+            codes |= OPERATION_ERRORS.get((method, path), set())
             for code in codes:
                 responses[code] = _error_response(code)
 
 
+# No text the API takes may hold a NUL character (api.strict): every string schema says so.
+NO_NUL = {"pattern": "\\x00"}
+
+
+def document_no_nul(node: Any) -> None:
+    """Adds `not: {pattern: NUL}` to every free-text string schema of the document, in place."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not ({"enum", "const", "format"} & node.keys()):
+            node["not"] = NO_NUL
+        for value in node.values():
+            document_no_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            document_no_nul(value)
+
+
 def install(app: Litestar) -> None:
     """Patches the cached document once, at startup, before anyone can read it."""
-    document_errors(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
+    schema = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
+    document_errors(schema)
+    document_no_nul(schema)

@@ -24,9 +24,21 @@ Name = Annotated[str, Meta(max_length=255)]
 Detail = Annotated[str, Meta(max_length=4096)]
 Username = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^\S+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=1024)]
-Permission = Annotated[int, Meta(ge=0, le=0x60)]
+Permission = Annotated[
+    Literal[0, 32, 64, 96],
+    Meta(description="permission bits: 0 plain agent, 32 (0x20) admin, 64 (0x40) manager, 96 both"),
+]
 Secret = Annotated[str, Meta(max_length=4096)]
-Number = Annotated[str, Meta(max_length=32)]
+# Separators are allowed on input; the stored number is E.164 (see AccountOut).
+Number = Annotated[
+    str,
+    Meta(
+        max_length=32,
+        pattern=r"^[+0-9 ().-]*$",
+        description="sms accounts: the E.164 number (+14155551234); spaces, dots, dashes and brackets are "
+        "dropped; line accounts: empty",
+    ),
+]
 
 
 class LoginRequest(Struct):

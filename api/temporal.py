@@ -13,6 +13,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from hub import activeflows
 from hub.actions import MAX_EXECUTED_ACTIONS
@@ -27,6 +28,24 @@ CONVERSATION_ID = SearchAttributeKey.for_keyword("ConversationId")
 FLOW_ID = SearchAttributeKey.for_keyword("FlowId")
 ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
 SEARCH_ATTRIBUTES = (CUSTOMER_ID, CONVERSATION_ID, FLOW_ID, ACCOUNT_ID)
+
+
+# Statuses meaning "Temporal cannot take this call now"; every other RPC error is a bug of ours.
+UNAVAILABLE_STATUSES = (
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Temporal is down, overloaded or unreachable (retry later), as opposed to a bug."""
+    if isinstance(exc, RPCError):
+        return exc.status in UNAVAILABLE_STATUSES
+    # A lazy client that cannot connect raises a RuntimeError from its Rust core.
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect"):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def search_attribute_flags() -> list[str]:

@@ -19,7 +19,10 @@ CONVERSATION_TYPE = {"sms": "message", "line": "line"}
 
 def _check_number(account_type: str, number: str) -> str:
     if account_type != "sms":
-        return number
+        # A LINE channel has no phone number; anything here would be shown as one.
+        if number.strip():
+            raise BadRequest(f"number is for sms accounts; a {account_type} account has none")
+        return ""
     normalized = normalize_tel(number)
     if not normalized:
         raise BadRequest("number must be an E.164 phone number for an sms account")

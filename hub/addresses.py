@@ -7,10 +7,12 @@ import re
 import msgspec
 
 ADDRESS_TYPES = ("tel", "line", "agent", "email")
+# ASCII digits only: `\d` would let Arabic-Indic or full-width digits through to providers.
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 _TEL_STRIP = re.compile(r"[\s\-().]")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(E164_PATTERN)
 # What may remain once separators are gone: an optional '+' and digits; letters are never dropped.
-_DIALABLE = re.compile(r"^\+?\d+$")
+_DIALABLE = re.compile(r"^\+?[0-9]+$")
 
 
 class Address(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -30,7 +32,7 @@ def normalize_tel(raw: str, default_country_code: str = "1") -> str:
     if not _DIALABLE.match(value):
         return ""
     if not value.startswith("+"):
-        digits = re.sub(r"\D", "", value)
+        digits = re.sub(r"[^0-9]", "", value)
         if not digits:
             return ""
         if len(digits) == 10 and default_country_code == "1":
@@ -39,8 +41,13 @@ def normalize_tel(raw: str, default_country_code: str = "1") -> str:
             value = "+" + digits
         else:
             value = "+" + digits
-    value = "+" + re.sub(r"\D", "", value[1:])
+    value = "+" + re.sub(r"[^0-9]", "", value[1:])
     return value if _E164.match(value) else ""
+
+
+def has_foreign_digits(text: str) -> bool:
+    """Digits other than ASCII 0-9 (Arabic-Indic, full-width...): never part of a phone number."""
+    return any(ch.isdigit() and not ch.isascii() for ch in text)
 
 
 def normalize_target(address_type: str, target: str) -> str:

@@ -3,17 +3,56 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
+from hub import netguard
 from hub.actions import ActionIn, validate_actions
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.pagination import fetch_page
 from hub.repo import get_scoped, now, soft_delete
+from hub.settings import Settings
+from hub.strict import refuse_nul
 from hub.tables import Account, Flow, FlowVersion
+
+HTTP_ACTIONS = ("webhook_send", "fetch")
+
+
+@dataclass(frozen=True)
+class FlowRules:
+    """What a stored flow may contain beyond its actions' own validation (from the settings)."""
+
+    allow_private_targets: bool = False
+    max_bytes: int = 256 * 1024
+
+    @classmethod
+    def of(cls, settings: Settings) -> FlowRules:
+        return cls(settings.webhook_allow_private, settings.flow_max_bytes)
+
+
+def encode_actions(actions: list[ActionIn], rules: FlowRules) -> tuple[str, list[dict[str, Any]]]:
+    """The validated actions as stored (JSON) and as a list; 400 naming the action otherwise."""
+    normalised = validate_actions(actions)
+    for action in normalised:
+        refuse_nul(action, f"action {action['id']!r}")
+        if action["type"] in HTTP_ACTIONS:
+            try:
+                netguard.check_literal_target(
+                    action["option"]["url"], rules.allow_private_targets, template=True
+                )
+            except netguard.TargetRefused as exc:
+                raise BadRequest(f"action {action['id']!r} ({action['type']}): url refused: {exc}") from exc
+    encoded = msgspec.json.encode(normalised)
+    if len(encoded) > rules.max_bytes:
+        raise BadRequest(
+            f"the flow's actions take {len(encoded) / 1024:.0f} KiB encoded; at most "
+            f"{rules.max_bytes / 1024:.0f} KiB are allowed (HUB_FLOW_MAX_BYTES)"
+        )
+    return encoded.decode(), normalised
 
 
 async def check_accounts(customer_id: UUID, actions: list[dict[str, Any]]) -> None:
@@ -42,10 +81,12 @@ def flow_view(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "actions": msgspec.json.decode(row["actions"])}
 
 
-async def create_flow(customer_id: UUID, name: str, detail: str, actions: list[ActionIn]) -> dict[str, Any]:
-    normalised = validate_actions(actions)
+async def create_flow(
+    customer_id: UUID, name: str, detail: str, actions: list[ActionIn], rules: FlowRules = FlowRules()
+) -> dict[str, Any]:
+    refuse_nul({"name": name, "detail": detail})
+    encoded, normalised = encode_actions(actions, rules)
     await check_accounts(customer_id, normalised)
-    encoded = msgspec.json.encode(normalised).decode()
     flow = Flow(
         id=uuid.uuid4(), customer_id=customer_id, name=name, detail=detail, actions=encoded, version=1
     )
@@ -66,8 +107,11 @@ async def list_flows(customer_id: UUID, page_size: int, page_token: str):
     return [flow_view(r) for r in rows], token
 
 
-async def update_flow(customer_id: UUID, flow_id: UUID, values: dict[str, Any]) -> dict[str, Any]:
+async def update_flow(
+    customer_id: UUID, flow_id: UUID, values: dict[str, Any], rules: FlowRules = FlowRules()
+) -> dict[str, Any]:
     await get_scoped(Flow, customer_id, flow_id)
+    refuse_nul({k: v for k, v in values.items() if k in ("name", "detail")})
     changes: dict[Any, Any] = {}
     if "name" in values:
         changes[Flow.name] = values["name"]
@@ -75,9 +119,8 @@ async def update_flow(customer_id: UUID, flow_id: UUID, values: dict[str, Any]) 
         changes[Flow.detail] = values["detail"]
     encoded = None
     if "actions" in values:
-        normalised = validate_actions(values["actions"])
+        encoded, normalised = encode_actions(values["actions"], rules)
         await check_accounts(customer_id, normalised)
-        encoded = msgspec.json.encode(normalised).decode()
         changes[Flow.actions] = encoded
         changes[Flow.version] = Flow.version + 1
     if changes:

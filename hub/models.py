@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 
-from hub.addresses import Address
+from hub.addresses import E164_PATTERN, Address
+
+# The stored number of an sms account (E.164), "" for other account types.
+AccountNumber = Annotated[str, msgspec.Meta(pattern=f"^({E164_PATTERN[1:-1]})?$")]
+PermissionBits = Annotated[
+    int, msgspec.Meta(description="0 plain agent, 32 (0x20) admin, 64 (0x40) manager, 96 both")
+]
 
 
 class Media(msgspec.Struct, kw_only=True):
@@ -51,7 +57,7 @@ class AgentOut(msgspec.Struct, kw_only=True):
     username: str
     name: str
     detail: str
-    permission: int
+    permission: PermissionBits
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
@@ -81,7 +87,7 @@ class AccountOut(msgspec.Struct, kw_only=True):
     type: str
     name: str
     detail: str
-    number: str
+    number: AccountNumber
     sid: str
     message_flow_id: UUID | None
     tm_create: datetime | None

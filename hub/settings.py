@@ -81,6 +81,10 @@ class Settings:
     webhook_heartbeat_timeout_s: float = 20.0
     # After a secret rotation the previous secret also signs deliveries for this long.
     webhook_secret_grace_s: int = 24 * 3600
+    # Flows: the largest encoded action list a flow may have, and the most of an HTTP answer
+    # (`fetch`, `webhook_send` with `wait_response`) a run reads; a larger answer fails the action.
+    flow_max_bytes: int = 256 * 1024
+    flow_http_max_answer_bytes: int = 256 * 1024
     log_level: str = "INFO"
 
     @classmethod

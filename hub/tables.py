@@ -15,6 +15,12 @@ from piccolo.table import Table
 NIL_UUID_TEXT = "00000000-0000-0000-0000-000000000000"
 
 
+def Reference(**kwargs) -> UUID:
+    """The id of another row (tenant, conversation, ...): no default, so an insert that forgets
+    it fails instead of getting Piccolo's random UUID (a random tenant)."""
+    return UUID(default=None, null=False, **kwargs)
+
+
 class Customer(Table, tablename="customers"):
     id = UUID(primary_key=True)
     name = Varchar(length=255)
@@ -31,7 +37,7 @@ class Customer(Table, tablename="customers"):
 
 class Agent(Table, tablename="agents"):
     id = UUID(primary_key=True)
-    customer_id = UUID(index=True)
+    customer_id = Reference(index=True)
     username = Varchar(length=255, unique=True)
     password_hash = Text()
     name = Varchar(length=255, default="")
@@ -46,7 +52,7 @@ class Agent(Table, tablename="agents"):
 
 class Contact(Table, tablename="contacts"):
     id = UUID(primary_key=True)
-    customer_id = UUID(index=True)
+    customer_id = Reference(index=True)
     name = Varchar(length=255, default="")
     detail = Text(default="")
     tm_create = Timestamptz(default=TimestamptzNow())
@@ -58,8 +64,8 @@ class ContactAddress(Table, tablename="contact_addresses"):
     """One row per address of a contact, keyed by the normalised target for title lookups."""
 
     id = UUID(primary_key=True)
-    contact_id = UUID(index=True)
-    customer_id = UUID()
+    contact_id = Reference(index=True)
+    customer_id = Reference()
     type = Varchar(length=16)
     target = Varchar(length=255)
     position = Integer(default=0)
@@ -67,7 +73,7 @@ class ContactAddress(Table, tablename="contact_addresses"):
 
 class Account(Table, tablename="accounts"):
     id = UUID(primary_key=True)
-    customer_id = UUID(index=True)
+    customer_id = Reference(index=True)
     type = Varchar(length=16)
     name = Varchar(length=255, default="")
     detail = Text(default="")
@@ -83,8 +89,8 @@ class Account(Table, tablename="accounts"):
 
 class Conversation(Table, tablename="conversations"):
     id = UUID(primary_key=True)
-    customer_id = UUID()
-    account_id = UUID()
+    customer_id = Reference()
+    account_id = Reference()
     type = Varchar(length=16)
     name = Varchar(length=255, default="")
     detail = Text(default="")
@@ -102,9 +108,9 @@ class Conversation(Table, tablename="conversations"):
 
 class Message(Table, tablename="messages"):
     id = UUID(primary_key=True)
-    customer_id = UUID()
-    conversation_id = UUID()
-    account_id = UUID()
+    customer_id = Reference()
+    conversation_id = Reference()
+    account_id = Reference()
     direction = Varchar(length=16)
     status = Varchar(length=16)
     source = Text(default="{}")
@@ -122,7 +128,7 @@ class Message(Table, tablename="messages"):
 
 class Flow(Table, tablename="flows"):
     id = UUID(primary_key=True)
-    customer_id = UUID(index=True)
+    customer_id = Reference(index=True)
     name = Varchar(length=255, default="")
     detail = Text(default="")
     # The validated action list, JSON.
@@ -149,11 +155,11 @@ class Activeflow(Table, tablename="activeflows"):
     crash before the workflow start is repaired by recovery (`started` still false)."""
 
     id = UUID(primary_key=True)
-    customer_id = UUID()
-    flow_id = UUID()
+    customer_id = Reference()
+    flow_id = Reference()
     flow_name = Varchar(length=255, default="")
-    conversation_id = UUID()
-    account_id = UUID()
+    conversation_id = Reference()
+    account_id = Reference()
     message_id = UUID(null=True, default=None)
     workflow_id = Varchar(length=128, unique=True)
     # The flow_versions row the run executes. 0: a run from before flow versions, whose actions
@@ -178,7 +184,7 @@ class Event(Table, tablename="events"):
 
     seq = Serial(primary_key=True)
     id = UUID(unique=True)
-    customer_id = UUID()
+    customer_id = Reference()
     conversation_id = UUID(null=True, default=None)
     owner_id = UUID(null=True, default=None)
     type = Varchar(length=64)
@@ -192,14 +198,14 @@ class WebhookDelivery(Table, tablename="webhook_deliveries"):
     """One event on its way to the customer's webhook; its retry schedule lives in these columns."""
 
     id = UUID(primary_key=True)
-    customer_id = UUID()
+    customer_id = Reference()
     # The outbox event: its id is the `webhook-id` header, stable across retries and replays.
-    event_id = UUID(unique=True)
+    event_id = Reference(unique=True)
     event_seq = Integer()
     event_type = Varchar(length=64)
     conversation_id = UUID(null=True, default=None)
     # Deliveries with the same key go out in event order (the conversation, else the event).
-    order_key = UUID()
+    order_key = Reference()
     # order_key modulo 1024; a delivery shard owns the buckets equal to its number modulo shards.
     bucket = Integer(default=0)
     status = Varchar(length=16, default="pending")

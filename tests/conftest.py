@@ -145,7 +145,9 @@ async def sqlite_engine():
 @pytest.fixture(scope="session")
 async def app_client(settings: Settings, pg_engine):
     """The app served by a real uvicorn on a free port, in the tests' event loop."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    # Idle connections are dropped before uvicorn closes them (its keep-alive is 5 s): reusing one
+    # the server is closing at that moment fails the request with a ReadError.
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0)
     async with serving(settings) as url, httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         yield client
 

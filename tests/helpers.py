@@ -197,3 +197,19 @@ async def open_conversation(client, tenant: Tenant, sender: str | None = None) -
         .first()
     )
     return row["id"]
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_database(admin_dsn: str) -> AsyncIterator[str]:
+    """An empty PostgreSQL database of its own (dropped afterwards); yields its URL."""
+    import asyncpg
+
+    name = f"hub_extra_{uuid.uuid4().hex[:10]}"
+    base = admin_dsn.rpartition("/")[0]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

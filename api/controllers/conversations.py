@@ -50,7 +50,11 @@ async def send_message(
         try:
             await temporal.start_send(request.app.state.temporal, request.app.state.settings, message)
         except Exception as exc:  # the message is stored; the worker's recovery starts it later
-            log.warning("send %s not started now (%s); recovery will start it", message["id"], exc)
+            if not temporal.is_unavailable(exc):
+                raise
+            log.warning(
+                "send %s not started now (%s); recovery will start it", message["id"], exc, exc_info=exc
+            )
     return message_out(message)
 
 

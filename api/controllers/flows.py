@@ -7,8 +7,10 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
+from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import temporal
 from api.deps import Caller
 from api.params import PageSize, PageToken
 from api.schemas import ActiveflowPage, FlowCreate, FlowPage, FlowUpdate, given
@@ -32,9 +34,14 @@ class FlowController(Controller):
         return FlowPage(result=[flow_out(r) for r in rows], next_page_token=token)
 
     @post("/", status_code=200, summary="Register a flow; actions are validated, errors name the action")
-    async def create_flow(self, caller: NamedDependency[Caller], data: JSONBody[FlowCreate]) -> FlowOut:
+    async def create_flow(
+        self, request: Request, caller: NamedDependency[Caller], data: JSONBody[FlowCreate]
+    ) -> FlowOut:
         caller.require_admin_or_manager()
-        return flow_out(await flows.create_flow(caller.customer_id, data.name, data.detail, data.actions))
+        rules = flows.FlowRules.of(request.app.state.settings)
+        return flow_out(
+            await flows.create_flow(caller.customer_id, data.name, data.detail, data.actions, rules)
+        )
 
     @get("/{flow_id:str}")
     async def get_flow(self, caller: NamedDependency[Caller], flow_id: FromPath[UUID]) -> FlowOut:
@@ -42,10 +49,15 @@ class FlowController(Controller):
 
     @put("/{flow_id:str}")
     async def update_flow(
-        self, caller: NamedDependency[Caller], flow_id: FromPath[UUID], data: JSONBody[FlowUpdate]
+        self,
+        request: Request,
+        caller: NamedDependency[Caller],
+        flow_id: FromPath[UUID],
+        data: JSONBody[FlowUpdate],
     ) -> FlowOut:
         caller.require_admin_or_manager()
-        return flow_out(await flows.update_flow(caller.customer_id, flow_id, given(data)))
+        rules = flows.FlowRules.of(request.app.state.settings)
+        return flow_out(await flows.update_flow(caller.customer_id, flow_id, given(data), rules))
 
     @delete("/{flow_id:str}", status_code=200)
     async def delete_flow(self, caller: NamedDependency[Caller], flow_id: FromPath[UUID]) -> FlowOut:
@@ -87,13 +99,16 @@ class ActiveflowController(Controller):
     async def stop_activeflow(
         self, request: Request, caller: NamedDependency[Caller], activeflow_id: FromPath[UUID]
     ) -> ActiveflowOut:
+        caller.require_admin_or_manager()
         row = await activeflows.running_activeflow(caller.customer_id, activeflow_id)
         try:
             await request.app.state.temporal.get_workflow_handle(row["workflow_id"]).signal("stop")
         except RPCError as exc:
-            # Not started yet (recovery will not start a stopped run) or just over: nothing to tell.
-            if exc.status != RPCStatusCode.NOT_FOUND:
+            if temporal.is_unavailable(exc):
                 raise Unavailable("the flow engine is unavailable; the activeflow was not stopped") from exc
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise  # a bug, not an outage: a 500 with its traceback
+            # Not started yet (recovery will not start a stopped run) or just over: nothing to tell.
             log.info("stop signal for %s not delivered: %s", row["workflow_id"], exc)
         return activeflow_out(await activeflows.mark_stopped(caller.customer_id, activeflow_id))
 
@@ -104,7 +119,10 @@ async def _live_state(request: Request, out: ActiveflowOut) -> None:
     try:
         handle = request.app.state.temporal.get_workflow_handle(out.workflow_id)
         state = await handle.query("current", result_type=ActiveflowState)
-    except Exception as exc:
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, RuntimeError) as exc:
+        # Over meanwhile, no worker, Temporal down: the table's state is the answer then.
+        if isinstance(exc, RuntimeError) and not temporal.is_unavailable(exc):
+            raise
         log.info("activeflow %s not queryable now: %s", out.workflow_id, exc)
         return
     out.current_action_id = state.current_action_id

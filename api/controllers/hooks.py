@@ -20,7 +20,7 @@ from twilio.request_validator import RequestValidator
 from activities.providers import line_profile
 from api import temporal
 from hub import accounts, inbound, outbound
-from hub.addresses import Address, normalize_tel
+from hub.addresses import Address, has_foreign_digits, normalize_tel
 from hub.errors import BadRequest, NotFound, Unauthorized, Unavailable
 from hub.models import Media
 from hub.settings import Settings
@@ -42,7 +42,9 @@ async def start_flow(request: Request, result: inbound.InboundResult) -> None:
             request.app.state.temporal, request.app.state.settings, result.activeflow
         )
     except Exception as exc:
-        log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc)
+        if not temporal.is_unavailable(exc):
+            raise  # a bug, not an outage: a 500 with its traceback (database outages answer 503 there)
+        log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc, exc_info=exc)
         raise Unavailable("the flow engine is unavailable; retry") from exc
 
 
@@ -68,6 +70,9 @@ def parse_twilio_sms(account: dict, params: dict[str, str]) -> inbound.InboundMe
         raise BadRequest("MessageSid is required")
     sender = (params.get("From") or "").strip()
     recipient = (params.get("To") or "").strip()
+    for name, value in (("From", sender), ("To", recipient)):
+        if has_foreign_digits(value):
+            raise BadRequest(f"{name} must be written with ASCII digits")
     try:
         num_media = int(params.get("NumMedia") or 0)
     except ValueError as exc:

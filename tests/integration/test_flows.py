@@ -17,6 +17,7 @@ import pytest
 from litestar import Litestar, Request, get, post
 from litestar.params import FromPath
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from activities.flows import FlowActivities
@@ -306,7 +307,7 @@ async def test_fault_between_commit_and_start_is_recovered_once(client, settings
     tenant, _ = await setup_flow(client, [reply("recovered")])
 
     async def temporal_down(*args, **kwargs):
-        raise RuntimeError("injected: Temporal unreachable")
+        raise RPCError("injected: Temporal unreachable", RPCStatusCode.UNAVAILABLE, b"")
 
     monkeypatch.setattr(hub_temporal, "start_activeflow", temporal_down)
     response, sid = await inbound(client, tenant)
@@ -332,7 +333,7 @@ async def test_provider_retry_after_503_starts_the_flow(client, monkeypatch):
     tenant, _ = await setup_flow(client, [reply("after retry")])
 
     async def temporal_down(*args, **kwargs):
-        raise RuntimeError("injected")
+        raise RPCError("injected", RPCStatusCode.UNAVAILABLE, b"")
 
     monkeypatch.setattr(hub_temporal, "start_activeflow", temporal_down)
     response, sid = await inbound(client, tenant)
@@ -535,7 +536,9 @@ async def test_stop_through_the_api(client, temporal_env):
         lambda: _get_json(client, f"/v1.0/activeflows/{run['id']}", tenant.admin.headers, "current_action_id")
     )
     assert live["current_action_id"] == "wait" and live["executed_actions"] == ["wait"]
-    stopped = await client.post(f"/v1.0/activeflows/{run['id']}/stop", headers=tenant.agent.headers)
+    refused = await client.post(f"/v1.0/activeflows/{run['id']}/stop", headers=tenant.agent.headers)
+    assert refused.status_code == 403  # stopping is a flow write: admin or manager only
+    stopped = await client.post(f"/v1.0/activeflows/{run['id']}/stop", headers=tenant.manager.headers)
     assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
     handle = temporal_env.client.get_workflow_handle(run["workflow_id"])
     assert await asyncio.wait_for(handle.result(), 20) == "stopped"

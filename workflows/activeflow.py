@@ -110,7 +110,8 @@ class ActiveflowWorkflow:
                 reason = "stopped through the API"
             elif state.status == "running":
                 state.status = "ended"
-        except ActivityError as exc:
+        except (ActivityError, ApplicationError) as exc:
+            # A local activity's non-retryable failure arrives as its ApplicationError itself.
             state.status = "failed"
             reason = f"action {state.current_action_id}: {exc.cause or exc}"
         await workflow.execute_local_activity(

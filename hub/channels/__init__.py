@@ -32,9 +32,7 @@ def media_kind(media_type: str) -> str:
 def outgoing_problem(caps: Capabilities, text: str, medias: Sequence[Any]) -> str:
     """Why `caps`' channel cannot carry this message ("" when it can)."""
     if len(text) > caps.text_limit:
-        return (
-            f"text is {len(text):,} characters; {caps.name} messages carry at most {caps.text_limit:,}"
-        )
+        return f"text is {len(text):,} characters; {caps.name} messages carry at most {caps.text_limit:,}"
     if len(medias) > caps.max_medias:
         return f"{caps.name} messages carry at most {caps.max_medias} medias"
     for media in medias:

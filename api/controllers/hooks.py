@@ -282,6 +282,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
         raise BadRequest("body must be JSON") from exc
     me = inbound.self_address_of(account)
     results: list[inbound.InboundResult] = []
+    skipped: list[str] = []
     for index, raw in enumerate(webhook.events):
         try:
             event, target = _decode_line_event(raw)
@@ -289,6 +290,10 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
                 results.append(result)
         except (_SkippedEvent, BadRequest, *BAD_INPUT_ERRORS) as exc:
             log.warning("line account=%s event %s skipped: %s", account["id"], index, exc)
+            skipped.append(f"event {index}: {exc}")
+    if skipped and len(skipped) == len(webhook.events):
+        # Nothing in the batch was usable: say so rather than acknowledge it.
+        raise BadRequest("no valid LINE event: " + "; ".join(skipped)[:500])
     for result in results:
         try:
             await start_flow(request, result)

@@ -284,7 +284,12 @@ def create_line_app(state: FakeState) -> Litestar:
         if errors := line_push_errors(data):
             message = f"The request body has {len(errors)} error(s)"
             return Response({"message": message, "details": errors}, status_code=400)
-        record = {"request_id": str(uuid.uuid4()), "to": data.get("to"), "messages": data.get("messages", [])}
+        record = {
+            "request_id": str(uuid.uuid4()),
+            "retry_key": retry_key,
+            "to": data.get("to"),
+            "messages": data.get("messages", []),
+        }
         record["sent"] = [
             {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex} for _ in record["messages"]
         ]

@@ -149,6 +149,8 @@ async def test_line_text_and_five_images_go_out_in_two_pushes(client, fake_line)
     final = await wait_for(lambda: settled(client, tenant, response.json()["id"]))
     assert final["status"] == "done"
     assert [len(r["messages"]) for r in fake_line.received] == [5, 1]
+    keys = [r["retry_key"] for r in fake_line.received]
+    assert keys[0] == response.json()["id"] and len(set(keys)) == 2
     objects = [m for r in fake_line.received for m in r["messages"]]
     assert objects[0] == {"type": "text", "text": "album"}
     assert [m["originalContentUrl"] for m in objects[1:]] == [IMAGE.format(i) for i in range(5)]

@@ -12,6 +12,7 @@ from temporalio import activity
 from activities.inputs import DeliverInput, DeliverResult, FailInput
 from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
 from hub import outbound
+from hub.channels import sms
 from hub.settings import Settings
 
 # Once the provider has the message, a retry of the whole activity would send it again: keep
@@ -19,10 +20,24 @@ from hub.settings import Settings
 RECORD_DELAYS_S = (0.2, 0.5, 1, 2, 4, 8, 15)
 
 
-async def record_outcome(message_id: uuid.UUID, status: str, provider_message_id: str = "", reason: str = ""):
+async def record_outcome(
+    message_id: uuid.UUID,
+    status: str,
+    provider_message_id: str = "",
+    reason: str = "",
+    provider_ids: list[str] | None = None,
+    delivery_status: str = "",
+):
     for delay in (*RECORD_DELAYS_S, None):
         try:
-            return await outbound.finish_delivery(message_id, status, provider_message_id, reason)
+            return await outbound.finish_delivery(
+                message_id,
+                status,
+                provider_message_id,
+                reason,
+                provider_message_ids=provider_ids,
+                delivery_status=delivery_status,
+            )
         except Exception as exc:
             if delay is None:
                 raise
@@ -60,24 +75,26 @@ class MessageActivities:
         )
         try:
             if account["type"] == "line":
-                provider_id = await push_line(
-                    self.http, self.settings.resolved_line_api_url, account["token"], out
-                )
+                sent = await push_line(self.http, self.settings.resolved_line_api_url, account["token"], out)
             else:
-                out.status_callback = (
-                    f"{self.settings.resolved_public_url}/v1.0/hooks/accounts/{account['id']}"
+                # The hub's id in the URL matches callbacks that come before the sid is recorded.
+                out.status_callback = sms.status_callback_url(
+                    self.settings.resolved_public_url, account["id"], message_id
                 )
-                provider_id = await send_sms(
+                sent = await send_sms(
                     self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
                 )
         except ProviderRejected as exc:
-            await record_outcome(message_id, outbound.FAILED, reason=str(exc))
+            await record_outcome(message_id, outbound.FAILED, reason=str(exc), provider_ids=exc.provider_ids)
             return DeliverResult(status=outbound.FAILED, reason=str(exc))
         except ProviderUnavailable as exc:
             activity.logger.warning("send %s attempt %s: %s", message_id, activity.info().attempt, exc)
             raise
-        await record_outcome(message_id, outbound.DONE, provider_message_id=provider_id)
-        return DeliverResult(status=outbound.DONE, provider_message_id=provider_id)
+        await record_outcome(
+            message_id, outbound.DONE, provider_ids=sent.provider_ids, delivery_status=sent.delivery_status
+        )
+        first = sent.provider_ids[0] if sent.provider_ids else ""
+        return DeliverResult(status=outbound.DONE, provider_message_id=first)
 
     @activity.defn(name="fail_message")
     async def fail_message(self, data: FailInput) -> None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+from hub.channels import line, sms
 
 
 class ProviderRejected(Exception):
     """The provider refused the message (4xx): retrying cannot help."""
+
+    # Ids of the parts it had accepted before (a LINE message in several pushes).
+    provider_ids: list[str] = []
 
 
 class ProviderUnavailable(Exception):
@@ -42,7 +48,16 @@ async def _post(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Respo
     return response
 
 
-async def send_sms(http: httpx.AsyncClient, base_url: str, sid: str, token: str, out: Outgoing) -> str:
+@dataclass
+class Sent:
+    """What the provider answered for an accepted message."""
+
+    provider_ids: list[str]
+    # The hub's delivery_status the answer implies (Twilio: its `status`; LINE: sent).
+    delivery_status: str = ""
+
+
+async def send_sms(http: httpx.AsyncClient, base_url: str, sid: str, token: str, out: Outgoing) -> Sent:
     """POST {base}/2010-04-01/Accounts/{sid}/Messages.json; returns the provider's message sid."""
     form: dict[str, str | list[str]] = {"To": out.to, "From": out.sender, "Body": out.text}
     if media_urls := [m["url"] for m in out.medias if m.get("url")]:
@@ -57,36 +72,49 @@ async def send_sms(http: httpx.AsyncClient, base_url: str, sid: str, token: str,
         # Ignored by providers that do not know it; the fake dedupes on it.
         headers={"Idempotency-Key": f"send-{out.message_id}"},
     )
-    return str(response.json().get("sid", ""))
+    answer = response.json()
+    message_sid = str(answer.get("sid", ""))
+    delivery_status = sms.DELIVERY_STATUS.get(str(answer.get("status", "")), "")
+    return Sent([message_sid] if message_sid else [], delivery_status)
 
 
-async def push_line(http: httpx.AsyncClient, base_url: str, channel_token: str, out: Outgoing) -> str:
-    """POST {base}/v2/bot/message/push; X-Line-Retry-Key makes a retried push deliver once."""
-    messages: list[dict[str, str]] = []
-    if out.text:
-        messages.append({"type": "text", "text": out.text})
-    for media in out.medias:
-        if media.get("url"):
-            messages.append(
-                {"type": "image", "originalContentUrl": media["url"], "previewImageUrl": media["url"]}
-            )
+def _sent_ids(response: httpx.Response) -> list[str]:
     try:
-        response = await http.post(
-            f"{base_url}/v2/bot/message/push",
-            json={"to": out.to, "messages": messages[:5]},
-            headers={"Authorization": f"Bearer {channel_token}", "X-Line-Retry-Key": out.message_id},
-        )
-    except httpx.TransportError as exc:
-        raise ProviderUnavailable(f"{exc.__class__.__name__} calling LINE push") from exc
-    if response.status_code == 409:
-        # Same retry key already accepted: the earlier attempt went through.
-        return response.headers.get("x-line-accepted-request-id", "")
-    _raise_for(response)
-    try:
-        sent = response.json().get("sentMessages") or []
+        body = response.json()
     except ValueError:
-        sent = []
-    return str(sent[0].get("id")) if sent else response.headers.get("x-line-request-id", "")
+        return []
+    sent = body.get("sentMessages") if isinstance(body, dict) else None
+    return [str(m["id"]) for m in sent or [] if isinstance(m, dict) and m.get("id")]
+
+
+async def push_line(http: httpx.AsyncClient, base_url: str, channel_token: str, out: Outgoing) -> Sent:
+    """POST {base}/v2/bot/message/push, once per 5 message objects, in order. Each push has its own
+    X-Line-Retry-Key, stable across attempts: a retried push is delivered once, and a 409 (that
+    key was accepted before) carries the earlier push's `sentMessages` in its body."""
+    ids: list[str] = []
+    batches = line.pushes(line.message_objects(out.text, out.medias))
+    for index, objects in enumerate(batches):
+        try:
+            response = await http.post(
+                f"{base_url}/v2/bot/message/push",
+                json={"to": out.to, "messages": objects},
+                headers={
+                    "Authorization": f"Bearer {channel_token}",
+                    "X-Line-Retry-Key": line.retry_key(out.message_id, index),
+                },
+            )
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"{exc.__class__.__name__} calling LINE push") from exc
+        if response.status_code != 409:
+            try:
+                _raise_for(response)
+            except ProviderRejected as exc:
+                if len(batches) > 1:
+                    exc.args = (f"push {index + 1} of {len(batches)}: {exc}",)
+                exc.provider_ids = ids
+                raise
+        ids.extend(_sent_ids(response))
+    return Sent(ids, "sent")
 
 
 async def line_profile(http: httpx.AsyncClient, base_url: str, channel_token: str, user_id: str) -> str:
@@ -101,5 +129,22 @@ async def line_profile(http: httpx.AsyncClient, base_url: str, channel_token: st
         return ""
     try:
         return str(response.json().get("displayName") or "")
+    except ValueError:
+        return ""
+
+
+async def line_group_name(http: httpx.AsyncClient, base_url: str, channel_token: str, group_id: str) -> str:
+    """The group's name from GET /v2/bot/group/{groupId}/summary, or "" when it cannot be had."""
+    try:
+        response = await http.get(
+            f"{base_url}/v2/bot/group/{quote(group_id, safe='')}/summary",
+            headers={"Authorization": f"Bearer {channel_token}"},
+        )
+    except httpx.TransportError:
+        return ""
+    if response.status_code != 200:
+        return ""
+    try:
+        return str(response.json().get("groupName") or "")
     except ValueError:
         return ""

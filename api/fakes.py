@@ -11,6 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -37,13 +38,20 @@ class FakeState:
     _released: asyncio.Event = field(default_factory=asyncio.Event)
     # SMS only: a status callback sent after each accepted message ("" = none).
     auto_status: str = ""
+    # SMS only: a status callback sent *before* answering the create request ("" = none), as
+    # Twilio may; with `callback_host` the signed callback goes to that base instead of the URL's.
+    callback_before_answer: str = ""
+    callback_host: str = ""
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
+    # LINE only: group id -> name, served by the group summary endpoint.
+    groups: dict[str, str] = field(default_factory=dict)
     _seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
     def control(self, values: dict[str, Any]) -> dict[str, Any]:
-        for key in ("fail_next", "fail_status", "reject_next", "reject_status", "delay_s", "auto_status"):
+        keys = ("fail_next", "fail_status", "reject_next", "reject_status", "delay_s", "auto_status")
+        for key in (*keys, "callback_before_answer", "callback_host"):
             if key in values:
                 setattr(self, key, type(getattr(self, key))(values[key]))
         if "hold" in values:
@@ -58,10 +66,11 @@ class FakeState:
         self.received.clear()
         self.callbacks.clear()
         self.profiles.clear()
+        self.groups.clear()
         self._seen.clear()
         self.fail_next = self.reject_next = 0
         self.delay_s = 0.0
-        self.auto_status = ""
+        self.auto_status = self.callback_before_answer = self.callback_host = ""
         self.control({"hold": False})
 
     def snapshot(self) -> dict[str, Any]:
@@ -129,6 +138,15 @@ async def send_status_callback(url: str, token: str, params: dict[str, str], pos
     return response.status_code
 
 
+# twilio-oai api_v2010: `Body` "can be up to 1,600 characters"; too long is error 21617.
+SMS_BODY_LIMIT = 1600
+
+
+def _twilio_error(code: int, message: str) -> Response:
+    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}"}
+    return Response({**body, "status": 400}, status_code=400)
+
+
 def create_sms_app(state: FakeState) -> Litestar:
     @post("/2010-04-01/Accounts/{account_sid:str}/Messages.json")
     async def create_message(request: Request, account_sid: FromPath[str]) -> Response:
@@ -145,6 +163,10 @@ def create_sms_app(state: FakeState) -> Litestar:
         if failure := await state.injected_failure():
             return failure
         form = await request.form()
+        if len(form.get("Body", "")) > SMS_BODY_LIMIT:
+            return _twilio_error(21617, "The concatenated message body exceeds the 1600 character limit.")
+        if len(form.getall("MediaUrl") if "MediaUrl" in form else []) > 10:
+            return _twilio_error(21623, "Too many media URLs: at most 10 are allowed.")
         record = {
             "sid": "SM" + uuid.uuid4().hex,
             "account_sid": account_sid,
@@ -158,6 +180,8 @@ def create_sms_app(state: FakeState) -> Litestar:
         state.received.append(record)
         if key:
             state._seen[key] = record
+        if state.callback_before_answer and record["status_callback"]:
+            await _callback(state, record, token, state.callback_before_answer)
         if state.auto_status and record["status_callback"]:
             state.spawn(_callback(state, record, token, state.auto_status))
         return Response(record, status_code=201)
@@ -187,7 +211,11 @@ async def _callback(
     }
     if error or status in ("failed", "undelivered"):
         params["ErrorCode"] = error or "30003"
-    code = await send_status_callback(record["status_callback"], token, params, post_to)
+    url = record["status_callback"]
+    if not post_to and state.callback_host:
+        parts = urlsplit(url)
+        post_to = state.callback_host.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    code = await send_status_callback(url, token, params, post_to)
     state.callbacks.append({"sid": record["sid"], "status": status, "status_code": code})
     return code
 
@@ -199,21 +227,69 @@ def line_signature(channel_secret: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(channel_secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
+# line-openapi messaging-api.yml: PushMessageRequest.messages 1..5; required fields per type.
+LINE_REQUIRED = {
+    "text": ("text",),
+    "image": ("originalContentUrl", "previewImageUrl"),
+    "video": ("originalContentUrl", "previewImageUrl"),
+    "audio": ("originalContentUrl", "duration"),
+    "sticker": ("packageId", "stickerId"),
+    "location": ("title", "address", "latitude", "longitude"),
+}
+LINE_URL_FIELDS = ("originalContentUrl", "previewImageUrl")
+
+
+def line_push_errors(data: Any) -> list[dict[str, str]]:
+    """What LINE's push endpoint would refuse in `data` (its `details` array), [] when valid."""
+    if not isinstance(data, dict) or not isinstance(data.get("to"), str) or not data["to"]:
+        return [{"message": "Must not be empty", "property": "to"}]
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not 1 <= len(messages) <= 5:
+        return [{"message": "Size must be between 1 and 5", "property": "messages"}]
+    errors = []
+    for i, message in enumerate(messages):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind not in LINE_REQUIRED:
+            errors.append({"message": "Invalid message type", "property": f"messages[{i}].type"})
+            continue
+        for name in LINE_REQUIRED[kind]:
+            if message.get(name) in (None, ""):
+                errors.append({"message": "Must not be empty", "property": f"messages[{i}].{name}"})
+        if kind == "text" and len(message.get("text") or "") > 5000:
+            errors.append({"message": "Length must be between 0 and 5000", "property": f"messages[{i}].text"})
+        for name in LINE_URL_FIELDS:
+            url = message.get(name)
+            if isinstance(url, str) and url and (not url.startswith("https://") or len(url) > 2000):
+                errors.append({"message": "Must be an https URL of at most 2000 characters",
+                               "property": f"messages[{i}].{name}"})
+    return errors
+
+
 def create_line_app(state: FakeState) -> Litestar:
     @post("/v2/bot/message/push")
-    async def push(request: Request, data: JSONBody[dict[str, Any]]) -> Response:
+    async def push(request: Request, data: JSONBody[Any]) -> Response:
         if not request.headers.get("authorization", "").startswith("Bearer "):
             return Response({"message": "Authentication failed"}, status_code=401)
         retry_key = request.headers.get("x-line-retry-key", "")
         if retry_key and retry_key in state._seen:
+            # A reused retry key: 409 with the accepted request's id and its sentMessages.
+            earlier = state._seen[retry_key]
             return Response(
-                {"message": "The retry key is already accepted"},
+                {"message": "The retry key is already accepted", "sentMessages": earlier["sent"]},
                 status_code=409,
-                headers={"x-line-accepted-request-id": state._seen[retry_key]["request_id"]},
+                headers={"x-line-accepted-request-id": earlier["request_id"]},
             )
         if failure := await state.injected_failure():
             return failure
-        record = {"request_id": str(uuid.uuid4()), "to": data.get("to"), "messages": data.get("messages", [])}
+        if errors := line_push_errors(data):
+            message = f"The request body has {len(errors)} error(s)"
+            return Response({"message": message, "details": errors}, status_code=400)
+        record = {
+            "request_id": str(uuid.uuid4()),
+            "retry_key": retry_key,
+            "to": data.get("to"),
+            "messages": data.get("messages", []),
+        }
         record["sent"] = [
             {"id": str(uuid.uuid4().int)[:18], "quoteToken": uuid.uuid4().hex} for _ in record["messages"]
         ]
@@ -221,6 +297,12 @@ def create_line_app(state: FakeState) -> Litestar:
         if retry_key:
             state._seen[retry_key] = record
         return Response({"sentMessages": record["sent"]}, headers={"x-line-request-id": record["request_id"]})
+
+    @get("/v2/bot/group/{group_id:str}/summary")
+    async def group_summary(group_id: FromPath[str]) -> Response:
+        if group_id not in state.groups:
+            return Response({"message": "Not found"}, status_code=404)
+        return Response({"groupId": group_id, "groupName": state.groups[group_id]})
 
     @get("/v2/bot/profile/{user_id:str}")
     async def profile(user_id: FromPath[str]) -> Response:
@@ -237,7 +319,13 @@ def create_line_app(state: FakeState) -> Litestar:
         state.profiles.update(data)
         return state.profiles
 
-    return Litestar([push, profile, content, set_profiles, *_control_handlers(state)], logging_config=None)
+    @post("/_fake/groups", status_code=200)
+    async def set_groups(data: JSONBody[dict[str, str]]) -> dict[str, str]:
+        state.groups.update(data)
+        return state.groups
+
+    handlers = [push, profile, content, group_summary, set_profiles, set_groups]
+    return Litestar([*handlers, *_control_handlers(state)], logging_config=None)
 
 
 @dataclass

@@ -31,6 +31,10 @@ class InboundMessage:
     medias: list[Media] = field(default_factory=list)
     # A display name the provider told us (LINE profile); SMS peers are named by contacts.
     peer_display_name: str = ""
+    # Who wrote, when that is not the peer (a member of a LINE group); None = the peer.
+    sender: Address | None = None
+    # The provider's raw message type (LINE: text, sticker, location...); "" = plain text.
+    content_type: str = ""
 
 
 @dataclass
@@ -89,11 +93,12 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                         account_id=account["id"],
                         direction="incoming",
                         status="done",
-                        source=msgspec.json.encode(peer).decode(),
+                        source=msgspec.json.encode(inbound.sender or peer).decode(),
                         destination=msgspec.json.encode(inbound.self_address).decode(),
                         text=inbound.text,
                         medias=msgspec.json.encode(inbound.medias).decode(),
                         provider_message_id=inbound.provider_message_id,
+                        content_type=inbound.content_type,
                         tm_create=stamp,
                         tm_update=stamp,
                     )

@@ -122,9 +122,16 @@ class MessageOut(msgspec.Struct, kw_only=True):
     text: str
     medias: list[Media]
     provider_message_id: str
+    # Every provider id (a LINE message of more than 5 objects goes out in several pushes).
+    provider_message_ids: list[str] = []
     activeflow_id: UUID | None
     # Why a message failed (provider error), "" otherwise.
     reason: str = ""
+    # What the provider reported last: queued, sent, delivered, undelivered, failed ("" = nothing).
+    delivery_status: str = ""
+    tm_delivered: datetime | None = None
+    # The provider's raw message type (LINE: text, image, sticker, location, ...); "" = plain text.
+    content_type: str = ""
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
@@ -210,6 +217,7 @@ def message_out(row: dict[str, Any]) -> MessageOut:
     data["destination"] = _json(data.get("destination"), {})
     data["medias"] = _json(data.get("medias"), [])
     data["provider_message_id"] = data.get("provider_message_id") or ""
+    data["provider_message_ids"] = _json(data.get("provider_message_ids"), [])
     return msgspec.convert(data, MessageOut, strict=False)
 
 

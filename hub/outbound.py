@@ -11,8 +11,9 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
+from piccolo.engine.postgres import PostgresEngine
 
-from hub import events
+from hub import channels, events
 from hub.conversations import get_conversation
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest, Conflict
@@ -21,8 +22,6 @@ from hub.repo import now
 from hub.tables import Account, Conversation, Message
 
 PROGRESSING, DONE, FAILED = "progressing", "done", "failed"
-# Provider status callbacks that settle a message; "queued", "sent" and the like change nothing.
-CALLBACK_STATUS = {"delivered": DONE, "failed": FAILED, "undelivered": FAILED}
 
 
 @dataclass
@@ -64,11 +63,16 @@ async def create_outgoing(
         return _same_conversation(first, conversation_id), False
     if not text and not medias:
         raise BadRequest("a message needs text or medias")
-    account_live = await Account.exists().where(
-        Account.id == conversation["account_id"], Account.tm_delete.is_null()
+    account = (
+        await Account.select(Account.type)
+        .where(Account.id == conversation["account_id"], Account.tm_delete.is_null())
+        .first()
     )
-    if not account_live:
+    if account is None:
         raise BadRequest("the conversation's account was deleted; nothing can be sent through it")
+    caps = channels.capabilities(account["type"])
+    if caps and (problem := channels.outgoing_problem(caps, text, medias)):
+        raise BadRequest(problem)
     message_id = message_id or uuid.uuid4()
     stamp = now()
     row = Message(
@@ -123,50 +127,105 @@ async def load_delivery(message_id: UUID) -> Delivery | None:
     return Delivery(message, conversation, account)
 
 
-async def _settle(conditions: list[Any], status: str, reason: str, provider_message_id: str = "") -> bool:
-    """Moves matching messages to `status` (only from a different status) and emits the update."""
-    values: dict[Any, Any] = {Message.status: status, Message.reason: reason, Message.tm_update: now()}
-    if provider_message_id:
-        values[Message.provider_message_id] = provider_message_id
+# How far along a delivery is: the provider's reports only move it forward, so a late `sent`
+# never undoes `delivered`, and the final reports (delivered, undelivered, failed) are final.
+DELIVERY_RANK = {"": 0, "queued": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3}
+
+
+def _advances(row: dict[str, Any], delivery_status: str) -> bool:
+    return DELIVERY_RANK.get(delivery_status, 0) > DELIVERY_RANK.get(row.get("delivery_status") or "", 0)
+
+
+def outcome_changes(
+    row: dict[str, Any], status: str, provider_ids: list[str], reason: str, delivery_status: str = ""
+) -> dict[str, Any]:
+    """What a send attempt's outcome changes. A status callback may have come first (it can
+    arrive before the send activity writes): then its verdict stands, and only the provider's
+    ids are added."""
+    changes: dict[str, Any] = {}
+    if provider_ids and not row.get("provider_message_id"):
+        changes["provider_message_id"] = provider_ids[0]
+        changes["provider_message_ids"] = msgspec.json.encode(provider_ids).decode()
+    if row["status"] == PROGRESSING:
+        changes["status"], changes["reason"] = status, reason
+    if delivery_status and _advances(row, delivery_status):
+        changes["delivery_status"] = delivery_status
+    return changes
+
+
+def callback_changes(row: dict[str, Any], delivery_status: str, reason: str) -> dict[str, Any]:
+    """What a provider status report changes: `delivery_status` (forward only) and, for a final
+    report, `status` (delivered -> done if still progressing; failed/undelivered -> failed)."""
+    if not _advances(row, delivery_status):
+        return {}  # a repeated or out-of-order report
+    changes: dict[str, Any] = {"delivery_status": delivery_status}
+    if delivery_status == "delivered":
+        changes["tm_delivered"] = now()
+        if row["status"] == PROGRESSING:
+            changes["status"], changes["reason"] = DONE, ""
+    elif delivery_status in ("failed", "undelivered"):
+        changes["status"], changes["reason"] = FAILED, reason or delivery_status
+    return changes
+
+
+async def _update(conditions: list[Any], compute) -> bool:
+    """Locks the matching outgoing message, applies `compute(row)` and emits one update event."""
     async with transaction(current_engine()):
-        rows = (
-            await Message.update(values)
-            .where(*conditions, Message.status != status)
-            .returning(*Message.all_columns())
+        query = Message.select().where(*conditions)
+        if isinstance(current_engine(), PostgresEngine):
+            query = query.lock_rows("UPDATE")
+        row = await query.first()
+        if row is None:
+            return False
+        changes = compute(row)
+        if not changes:
+            return False
+        values = {getattr(Message, k): v for k, v in changes.items()}
+        values[Message.tm_update] = now()
+        [updated] = (
+            await Message.update(values).where(Message.id == row["id"]).returning(*Message.all_columns())
         )
-        for row in rows:
-            owner = (
-                await Conversation.select(Conversation.owner_id)
-                .where(Conversation.id == row["conversation_id"])
-                .first()
-            )
-            await events.emit(_updated_event(row, owner["owner_id"] if owner else None))
-    return bool(rows)
+        owner = (
+            await Conversation.select(Conversation.owner_id)
+            .where(Conversation.id == updated["conversation_id"])
+            .first()
+        )
+        await events.emit(_updated_event(updated, owner["owner_id"] if owner else None))
+    return True
 
 
 async def finish_delivery(
-    message_id: UUID, status: str, provider_message_id: str = "", reason: str = ""
+    message_id: UUID,
+    status: str,
+    provider_message_id: str = "",
+    reason: str = "",
+    provider_message_ids: list[str] | None = None,
+    delivery_status: str = "",
 ) -> bool:
-    """Records the outcome of a send attempt; only a `progressing` message changes."""
-    return await _settle(
-        [Message.id == message_id, Message.status == PROGRESSING], status, reason, provider_message_id
+    """Records the outcome of a send attempt (see `outcome_changes`)."""
+    ids = provider_message_ids or ([provider_message_id] if provider_message_id else [])
+    return await _update(
+        [Message.id == message_id, Message.direction == "outgoing"],
+        lambda row: outcome_changes(row, status, ids, reason, delivery_status),
     )
 
 
 async def apply_status_callback(
-    account_id: UUID, provider_message_id: str, provider_status: str, reason: str = ""
+    account_id: UUID,
+    provider_message_id: str,
+    delivery_status: str,
+    reason: str = "",
+    message_id: UUID | None = None,
 ) -> bool:
-    status = CALLBACK_STATUS.get(provider_status.lower())
-    if status is None:
+    """A provider's status report on an outgoing message of `account_id`, matched by the hub's
+    message id when the callback URL carries it (it may come before the provider id is
+    recorded), else by the provider's id."""
+    if delivery_status not in DELIVERY_RANK or not delivery_status:
         return False
-    return await _settle(
-        [
-            Message.account_id == account_id,
-            Message.provider_message_id == provider_message_id,
-            Message.direction == "outgoing",
-        ],
-        status,
-        reason if status == FAILED else "",
+    match = Message.id == message_id if message_id else Message.provider_message_id == provider_message_id
+    return await _update(
+        [match, Message.account_id == account_id, Message.direction == "outgoing"],
+        lambda row: callback_changes(row, delivery_status, reason),
     )
 
 

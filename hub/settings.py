@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+# LINE's content host (line-openapi messaging-api.yml: servers of /v2/bot/message/{id}/content).
+LINE_DATA_API_URL = "https://api-data.line.me"
+
 
 def _env_bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -47,6 +50,9 @@ class Settings:
     # Provider API base URLs; empty means the embedded fake providers of `hub run`.
     sms_api_url: str = ""
     line_api_url: str = ""
+    # LINE serves message content (images, video...) from its data host; empty means the fake
+    # under `hub run` (no HUB_LINE_API_URL), else https://api-data.line.me.
+    line_data_api_url: str = ""
     # Ports of the embedded parts `hub run` starts (Temporal dev server, its UI, fake providers).
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
@@ -138,6 +144,12 @@ class Settings:
     @property
     def resolved_line_api_url(self) -> str:
         return (self.line_api_url or f"http://127.0.0.1:{self.fake_line_port}").rstrip("/")
+
+    @property
+    def resolved_line_data_api_url(self) -> str:
+        if self.line_data_api_url:
+            return self.line_data_api_url.rstrip("/")
+        return self.resolved_line_api_url if not self.line_api_url else LINE_DATA_API_URL
 
     @property
     def resolved_public_url(self) -> str:

@@ -121,6 +121,15 @@ class Message(Table, tablename="messages"):
     activeflow_id = UUID(null=True, default=None)
     reason = Text(default="")
     idempotency_key = Varchar(length=255, null=True, default=None)
+    # What the provider last said about an outgoing message (queued, sent, delivered,
+    # undelivered, failed); "" before it said anything. `status` stays the hub's own.
+    delivery_status = Varchar(length=16, default="")
+    tm_delivered = Timestamptz(null=True, default=None)
+    # The provider's raw message type (LINE: text, image, sticker, location...); "" = plain text.
+    content_type = Varchar(length=32, default="")
+    # Every provider id of the message (a LINE message of more than 5 objects takes several
+    # pushes), JSON; `provider_message_id` is the first.
+    provider_message_ids = Text(default="[]")
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)

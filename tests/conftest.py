@@ -91,6 +91,8 @@ def settings(pg_url: str, tmp_path_factory, temporal_env, fakes) -> Settings:
         temporal_task_queue=f"hub-test-{uuid.uuid4().hex[:6]}",
         sms_api_url=f"http://127.0.0.1:{fakes.servers[0].config.port}",
         line_api_url=f"http://127.0.0.1:{fakes.servers[1].config.port}",
+        # The same fake serves content; a different host name tells the two URLs apart in tests.
+        line_data_api_url=f"http://localhost:{fakes.servers[1].config.port}",
         provider_timeout_s=3,
         send_retry_initial_s=0.2,
         send_retry_max_interval_s=1.0,

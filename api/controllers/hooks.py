@@ -17,10 +17,12 @@ from litestar import Controller, Request, Response, post
 from litestar.params import FromPath
 from twilio.request_validator import RequestValidator
 
-from activities.providers import line_profile
+from activities.providers import line_group_name, line_profile
 from api import temporal
+from api.errors import BAD_INPUT_ERRORS
 from hub import accounts, inbound, outbound
 from hub.addresses import Address, has_foreign_digits, normalize_tel
+from hub.channels import line, sms
 from hub.errors import BadRequest, NotFound, Unauthorized, Unavailable
 from hub.models import Media
 from hub.settings import Settings
@@ -55,6 +57,15 @@ def _public_url(request: Request) -> str:
     settings: Settings = request.app.state.settings
     url = settings.resolved_public_url + request.url.path
     return f"{url}?{request.url.query}" if request.url.query else url
+
+
+def _callback_message_id(request: Request) -> UUID | None:
+    """The hub's message id our StatusCallback URL carries (signed with the rest of the URL)."""
+    value = request.query_params.get(sms.MESSAGE_ID_PARAM, "")
+    try:
+        return UUID(value) if value else None
+    except ValueError as exc:
+        raise BadRequest(f"{sms.MESSAGE_ID_PARAM} must be a UUID") from exc
 
 
 def parse_form(body: bytes) -> dict[str, str]:
@@ -113,7 +124,13 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
         if not sid:
             raise BadRequest("MessageSid is required")
         reason = " ".join(f"{k}={params[k]}" for k in ("ErrorCode", "ErrorMessage") if params.get(k))
-        changed = await outbound.apply_status_callback(account["id"], sid, status, reason or status)
+        changed = await outbound.apply_status_callback(
+            account["id"],
+            sid,
+            sms.DELIVERY_STATUS.get(status, ""),
+            reason or status,
+            message_id=_callback_message_id(request),
+        )
         log.info(
             "status callback account=%s sid=%s status=%s changed=%s", account["id"], sid, status, changed
         )
@@ -135,7 +152,9 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
 
 class LineSource(msgspec.Struct):
     type: str = "user"
-    userId: str = ""  # noqa: N815 - LINE's field name
+    userId: str = ""  # noqa: N815 - LINE's field names
+    groupId: str = ""  # noqa: N815
+    roomId: str = ""  # noqa: N815
 
 
 class LineContentProvider(msgspec.Struct):
@@ -146,8 +165,15 @@ class LineContentProvider(msgspec.Struct):
 class LineMessage(msgspec.Struct):
     id: str = ""
     type: str = ""
+    # A text message's text, or the words of a message sticker.
     text: str = ""
     contentProvider: LineContentProvider | None = None  # noqa: N815
+    # Location and file messages.
+    title: str = ""
+    address: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    fileName: str = ""  # noqa: N815
 
 
 class LineEvent(msgspec.Struct):
@@ -161,7 +187,8 @@ class LineEvent(msgspec.Struct):
 
 class LineWebhook(msgspec.Struct):
     destination: str = ""
-    events: list[LineEvent] = []
+    # Decoded one by one, so one malformed event does not cost the others.
+    events: list[msgspec.Raw] = []
 
 
 def verify_line_signature(channel_secret: str, body: bytes, signature: str) -> bool:
@@ -175,23 +202,79 @@ def _line_medias(settings: Settings, message: LineMessage) -> list[Media]:
     provider = message.contentProvider
     if provider and provider.type == "external" and provider.originalContentUrl:
         return [Media(type=message.type, url=provider.originalContentUrl)]
-    return [
-        Media(type=message.type, url=f"{settings.resolved_line_api_url}/v2/bot/message/{message.id}/content")
-    ]
+    # LINE serves content from its data host, not the API host.
+    url = f"{settings.resolved_line_data_api_url}/v2/bot/message/{message.id}/content"
+    return [Media(type=message.type, url=url)]
 
 
-async def _display_name(request: Request, account: dict, event: LineEvent) -> str:
-    """The peer's LINE display name: from the event, else the profile endpoint, else ""."""
-    if event.displayName:
-        return event.displayName
+async def _chat_name(request: Request, account: dict, event: LineEvent) -> str:
+    """The name of who the conversation is with: a user's display name (from the event, else the
+    profile endpoint), a group's name from its summary, else "" (user) or "Group"."""
     settings: Settings = request.app.state.settings
-    return await line_profile(
-        request.app.state.http, settings.resolved_line_api_url, account["token"], event.source.userId
+    http, base, token = request.app.state.http, settings.resolved_line_api_url, account["token"]
+    source = event.source
+    if source.type == "user":
+        return event.displayName or await line_profile(http, base, token, source.userId)
+    name = await line_group_name(http, base, token, source.groupId) if source.type == "group" else ""
+    return line.group_title_name(name)
+
+
+class _SkippedEvent(Exception):
+    pass
+
+
+def _decode_line_event(raw: msgspec.Raw) -> tuple[LineEvent, str]:
+    """An event and the chat it belongs to (user, group or room id); _SkippedEvent if unusable."""
+    try:
+        event = msgspec.json.decode(raw, type=LineEvent)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _SkippedEvent(f"malformed event: {exc}") from exc
+    source = event.source
+    if source.type not in ("user", "group", "room"):
+        raise _SkippedEvent(f"source type {source.type!r} is not user, group or room")
+    target = line.chat_target(source.type, source.userId, source.groupId, source.roomId)
+    if not target or len(target) > 255:
+        raise _SkippedEvent(f"a {source.type} source without its id")
+    if event.type == "message":
+        if event.message is None or not (event.webhookEventId or event.message.id):
+            raise _SkippedEvent("a message event needs a message with webhookEventId or message.id")
+    return event, target
+
+
+async def _store_line_event(
+    request: Request, account: dict, me: Address, event: LineEvent, target: str
+) -> inbound.InboundResult | None:
+    settings: Settings = request.app.state.settings
+    peer = Address(type="line", target=target)
+    if event.type in ("follow", "join"):
+        await inbound.open_room(account, me, peer, await _chat_name(request, account, event))
+        return None
+    if event.type != "message" or event.message is None:
+        return None  # unfollow and leave keep the conversation; other events carry no message
+    message = event.message
+    exists = await inbound.room_exists(account, me.target, target)
+    known = "" if exists else await _chat_name(request, account, event)
+    sender = event.source.userId
+    return await inbound.store_inbound(
+        inbound.InboundMessage(
+            account=account,
+            peer=peer,
+            self_address=me,
+            provider_message_id=event.webhookEventId or message.id,
+            text=line.summary(message.type, msgspec.structs.asdict(message)),
+            medias=_line_medias(settings, message),
+            peer_display_name=known,
+            # In a group the conversation is with the group; the member who wrote is the source.
+            sender=Address(type="line", target=sender) if sender and sender != target else None,
+            content_type=message.type,
+        )
     )
 
 
 async def receive_line(request: Request, account: dict, body: bytes) -> Response:
-    settings: Settings = request.app.state.settings
+    """Stores every valid event of the batch first (invalid ones are logged and skipped), then
+    starts the flows. 200 once all valid events are stored; 503 only when storing failed (LINE
+    redelivers, and stored events dedupe). A flow that cannot start now is left to recovery."""
     if not account["secret"]:
         raise Unauthorized("this account has no channel secret; set one to receive events")
     if not verify_line_signature(account["secret"], body, request.headers.get("X-Line-Signature", "")):
@@ -203,32 +286,24 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
     except msgspec.DecodeError as exc:
         raise BadRequest("body must be JSON") from exc
     me = inbound.self_address_of(account)
-    for event in webhook.events:
-        user_id = event.source.userId
-        if not user_id:
-            continue  # group and room sources have no one-to-one conversation
-        peer = Address(type="line", target=user_id)
-
-        if event.type == "follow":
-            await inbound.open_room(account, me, peer, await _display_name(request, account, event))
-        elif event.type == "message" and event.message is not None:
-            if not (event.webhookEventId or event.message.id):
-                raise BadRequest("a LINE message event needs webhookEventId or message.id")
-            exists = await inbound.room_exists(account, me.target, user_id)
-            known = "" if exists else await _display_name(request, account, event)
-            result = await inbound.store_inbound(
-                inbound.InboundMessage(
-                    account=account,
-                    peer=peer,
-                    self_address=me,
-                    provider_message_id=event.webhookEventId or event.message.id,
-                    text=event.message.text,
-                    medias=_line_medias(settings, event.message),
-                    peer_display_name=known,
-                )
-            )
+    results: list[inbound.InboundResult] = []
+    skipped: list[str] = []
+    for index, raw in enumerate(webhook.events):
+        try:
+            event, target = _decode_line_event(raw)
+            if (result := await _store_line_event(request, account, me, event, target)) is not None:
+                results.append(result)
+        except (_SkippedEvent, BadRequest, *BAD_INPUT_ERRORS) as exc:
+            log.warning("line account=%s event %s skipped: %s", account["id"], index, exc)
+            skipped.append(f"event {index}: {exc}")
+    if skipped and len(skipped) == len(webhook.events):
+        # Nothing in the batch was usable: say so rather than acknowledge it.
+        raise BadRequest("no valid LINE event: " + "; ".join(skipped)[:500])
+    for result in results:
+        try:
             await start_flow(request, result)
-        # unfollow keeps the conversation and its history; other event types carry no messages.
+        except Unavailable:
+            pass  # logged by start_flow; the worker's recovery starts it
     return Response({}, status_code=200)
 
 

@@ -101,7 +101,8 @@ async def test_status_callback_undelivered_fails_the_message(client, fake_sms, s
     message = await send(client, tenant, conversation_id)
     assert (await wait_for(lambda: settled(client, tenant, message["id"])))["status"] == "done"
     [received] = fake_sms.received
-    assert received["status_callback"] == f"{settings.public_url}/v1.0/hooks/accounts/{tenant.account['id']}"
+    hook = f"{settings.public_url}/v1.0/hooks/accounts/{tenant.account['id']}"
+    assert received["status_callback"] == f"{hook}?message_id={message['id']}"
 
     # The fake signs the callback for the hub's public URL; deliver it to the test server.
     callback_params = {
@@ -134,7 +135,8 @@ async def test_status_callback_sent_by_the_fake_provider(client, fake_sms, fakes
     await wait_for(lambda: settled(client, tenant, message["id"]))
     [received] = fake_sms.received
     sms_url = f"http://127.0.0.1:{fakes.servers[0].config.port}"
-    path = f"/v1.0/hooks/accounts/{tenant.account['id']}"
+    # The callback URL names the message (signed with the rest of the URL).
+    path = f"/v1.0/hooks/accounts/{tenant.account['id']}?message_id={message['id']}"
     async with httpx.AsyncClient(base_url=sms_url) as http:
         answer = await http.post(
             "/_fake/callback",

@@ -1,0 +1,73 @@
+"""Migration 0007 (message delivery columns) on a populated database, PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from piccolo.apps.migrations.commands.forwards import run_forwards
+
+from hub import db
+from hub.tables import Message
+from tests.conftest import PG_ADMIN_DSN, _database_dsn
+
+BEFORE_0007 = "2026-11-25T13:00:01:000000"
+
+
+@contextlib.asynccontextmanager
+async def fresh_engine(kind: str, tmp_path: Path):
+    if kind == "sqlite":
+        engine = await db.open_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+        yield engine
+        return
+    name = f"hub_mig_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        engine = await db.open_engine(_database_dsn(name))
+        yield engine
+        if engine.pool:
+            await engine.close_connection_pool()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+async def test_0007_keeps_existing_messages(kind, tmp_path, pg_engine):
+    async with fresh_engine(kind, tmp_path) as engine:
+        try:
+            db.use_engine(engine)
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = await run_forwards(app_name="hub", migration_id=BEFORE_0007)
+            assert result.success, result.message
+            ids = [uuid.uuid4() for _ in range(3)]
+            for i, message_id in enumerate(ids):
+                await engine.run_ddl(
+                    "INSERT INTO messages (id, customer_id, conversation_id, account_id, direction, status,"
+                    " source, destination, text, medias, provider_message_id, reason, tm_create, tm_update)"
+                    f" VALUES ('{message_id}', '{uuid.uuid4()}', '{uuid.uuid4()}', '{uuid.uuid4()}',"
+                    f" 'outgoing', 'done', '{{}}', '{{}}', 'old text {i}', '[]', 'SM{i}', '',"
+                    " '2026-11-30 10:00:00+00:00', '2026-11-30 10:00:00+00:00')"
+                )
+            await db.migrate(engine)
+            rows = await Message.select().order_by(Message.text)
+            assert [r["id"] for r in rows] == ids
+            assert [(r["text"], r["provider_message_id"], r["status"]) for r in rows] == [
+                (f"old text {i}", f"SM{i}", "done") for i in range(3)
+            ]
+            assert {(r["delivery_status"], r["content_type"], r["provider_message_ids"]) for r in rows} == {
+                ("", "", "[]")
+            }
+            assert {r["tm_delivered"] for r in rows} == {None}
+            # The new columns take values.
+            await Message.update({Message.delivery_status: "delivered"}).where(Message.id == ids[0])
+            assert (await Message.select().where(Message.id == ids[0]).first())[
+                "delivery_status"
+            ] == "delivered"
+        finally:
+            db.use_engine(pg_engine)

@@ -165,10 +165,16 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from api.embedded import run_embedded
+    from api.supervise import PortTaken, check_ports
 
     if "HUB_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
         # On one machine the webhook receiver being tried out is usually on localhost too.
         settings = dataclasses.replace(settings, webhook_allow_private=True)
+    try:
+        check_ports(settings)
+    except PortTaken as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     demo = asyncio.run(_with_db(settings, lambda: ensure_demo(settings)))
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -199,8 +205,8 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run_embedded(settings, banner))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C or SIGTERM before the API served: everything started is stopped already
     return 0
 
 

@@ -66,6 +66,9 @@ class Settings:
     webhook_heartbeat_timeout_s: float = 20.0
     # After a secret rotation the previous secret also signs deliveries for this long.
     webhook_secret_grace_s: int = 24 * 3600
+    # Browser origins allowed to call the API and the event stream (CORS), comma-separated;
+    # empty means CORS is off (browsers on other origins get no access).
+    cors_origins: str = ""
     log_level: str = "INFO"
 
     @classmethod
@@ -113,6 +116,10 @@ class Settings:
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def resolved_cors_origins(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def resolved_webhook_retry_schedule(self) -> tuple[float, ...]:

@@ -107,7 +107,8 @@ class EventStreamController(Controller):
         description=(
             "Every event of the caller's customer as it happens; agents without admin/manager "
             "permission get the events of conversations they own. Each message has `id` (the event "
-            'sequence number), `event` (its type) and `data` `{"type", "data"}`, the webhook body. '
+            'sequence number), `event` (its type) and `data` `{"type", "timestamp", "data"}`, the webhook '
+            "body. An agent also gets the `conversation_updated` that takes a conversation away from it. "
             "Reconnecting with `Last-Event-ID` replays what was missed from the outbox."
         ),
     )

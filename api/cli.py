@@ -163,7 +163,17 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from api.supervise import stop_on_sigterm
+
+    stop_on_sigterm()  # SIGTERM (kill, a service manager) ends `hub run` as Ctrl-C does
+    try:
+        return _run(settings, args)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0  # whatever had started is stopped already
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from api.embedded import run_embedded
     from api.supervise import PortTaken, check_ports
 
@@ -203,10 +213,7 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         ]
         print("\n".join(lines), flush=True)
 
-    try:
-        asyncio.run(run_embedded(settings, banner))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass  # Ctrl-C or SIGTERM before the API served: everything started is stopped already
+    asyncio.run(run_embedded(settings, banner))
     return 0
 
 

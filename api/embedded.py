@@ -74,6 +74,8 @@ async def wait_for_temporal(settings: Settings, proc: subprocess.Popen | None, t
             await temporal_ready(client)
             return client
         except Exception:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise asyncio.CancelledError from None  # a stop request the client turned into an error
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(
                     f"Temporal dev server exited ({proc.returncode}); see {settings.data_dir}/temporal.log"
@@ -107,6 +109,18 @@ async def run_embedded(settings: Settings, banner) -> None:
     try:
         print("starting Temporal dev server..." if dev_server else "connecting to Temporal...", flush=True)
         client = await wait_for_temporal(settings, dev_server)
+        # From here on a stop request ends the serve below instead of cancelling the start halfway.
+        server = shutdown.server = QuietServer(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
+        )
+        if server.should_exit:
+            return
         if not settings.sms_api_url or not settings.line_api_url:
             fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
             fakes.sms.auto_status = "delivered"
@@ -117,15 +131,6 @@ async def run_embedded(settings: Settings, banner) -> None:
             recovery = asyncio.create_task(recovery_loop(client, settings))
             async with worker:
                 banner()
-                server = shutdown.server = QuietServer(
-                    uvicorn.Config(
-                        create_app(settings),
-                        host=settings.http_host,
-                        port=settings.http_port,
-                        log_level=settings.log_level.lower(),
-                        access_log=False,
-                    )
-                )
                 await server.serve()
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):

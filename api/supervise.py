@@ -91,21 +91,49 @@ class QuietServer(uvicorn.Server):
         yield
 
 
+_stop_requested = False
+
+
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM ends `hub run` as Ctrl-C does (asyncio.run turns SIGINT into the
+    cancellation of its task, which closes what is open), and is remembered, so a start whose
+    cancellation a client library swallowed still stops."""
+
+    def on_sigterm(_signum, _frame) -> None:
+        global _stop_requested
+        _stop_requested = True
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 class Shutdown:
     """SIGINT and SIGTERM end `hub run` alike: while the API serves, it stops gracefully and the
     worker, fakes and Temporal after it; before that, the start is cancelled. A second signal
     while the API stops makes it stop at once."""
 
     def __init__(self) -> None:
-        self.server: uvicorn.Server | None = None
-        self.requested = False
+        self._server: uvicorn.Server | None = None
+        self.requested = _stop_requested
         self._task: asyncio.Task | None = None
+
+    @property
+    def server(self) -> uvicorn.Server | None:
+        return self._server
+
+    @server.setter
+    def server(self, server: uvicorn.Server) -> None:
+        # A client library may swallow the cancellation of the start: the API then never serves.
+        server.should_exit = self.requested
+        self._server = server
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
+        if self.requested or _stop_requested:
+            raise asyncio.CancelledError  # asked to stop while the database was being prepared
 
     def uninstall(self) -> None:
         loop = asyncio.get_running_loop()
@@ -113,10 +141,12 @@ class Shutdown:
             loop.remove_signal_handler(sig)
 
     def _on_signal(self) -> None:
-        if self.server is not None:
+        global _stop_requested
+        _stop_requested = True
+        if self._server is not None:
             if self.requested:
-                self.server.force_exit = True
-            self.server.should_exit = True
+                self._server.force_exit = True
+            self._server.should_exit = True
         elif self._task is not None and not self.requested:
             self._task.cancel()
         self.requested = True

@@ -25,7 +25,8 @@ PORT_SETTINGS = (
     "HUB_FAKE_SMS_PORT",
     "HUB_FAKE_LINE_PORT",
 )
-START_WITHIN_S = 120
+# Generous: the machine may be busy; this bounds a hang, it measures nothing.
+START_WITHIN_S = 300
 
 
 def run_env(tmp_path: Path) -> dict[str, str]:
@@ -116,8 +117,8 @@ def test_sigterm_stops_everything_and_frees_every_port(tmp_path):
         # A fresh data dir: the worker only starts once the new dev server answers.
         assert "Traceback" not in first_start, first_start
         os.kill(proc.pid, signal.SIGTERM)  # what kill, a service manager or a harness send
-        assert proc.wait(timeout=60) == 0, log.read_text()
-        assert wait_gone(dev_server, within=30), "the Temporal dev server outlived hub run"
+        assert proc.wait(timeout=120) == 0, log.read_text()
+        assert wait_gone(dev_server, within=60), "the Temporal dev server outlived hub run"
         assert children(proc.pid) == []
         check_ports(settings_of(env))  # raises PortTaken if anything still listens
         assert "Traceback" not in log.read_text(), log.read_text()
@@ -135,7 +136,7 @@ def test_the_dev_server_dies_with_a_killed_hub_run(tmp_path):
         dev_server = wait_started(proc, log)
         os.kill(proc.pid, signal.SIGKILL)  # no handler runs: only the kernel can tell the child
         proc.wait(timeout=30)
-        assert wait_gone(dev_server, within=30), "the Temporal dev server outlived a killed hub run"
+        assert wait_gone(dev_server, within=60), "the Temporal dev server outlived a killed hub run"
     finally:
         cleanup(proc, dev_server)
 

@@ -109,7 +109,11 @@ async def run_embedded(settings: Settings, banner) -> None:
     try:
         print("starting Temporal dev server..." if dev_server else "connecting to Temporal...", flush=True)
         client = await wait_for_temporal(settings, dev_server)
+        if not settings.sms_api_url or not settings.line_api_url:
+            fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
+            fakes.sms.auto_status = "delivered"
         # From here on a stop request ends the serve below instead of cancelling the start halfway.
+        # (After the fakes: each uvicorn.Config sets uvicorn's log level, and the API's is wanted.)
         server = shutdown.server = QuietServer(
             uvicorn.Config(
                 create_app(settings),
@@ -121,9 +125,6 @@ async def run_embedded(settings: Settings, banner) -> None:
         )
         if server.should_exit:
             return
-        if not settings.sms_api_url or not settings.line_api_url:
-            fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
-            fakes.sms.auto_status = "delivered"
         engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         async with httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s)) as http:

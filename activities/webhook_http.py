@@ -20,7 +20,7 @@ from yarl import URL
 from hub import netguard
 from hub.dispatch import QueuedDelivery
 from hub.events import payload
-from hub.webhooks import Endpoint
+from hub.webhooks import Endpoint, retry_after_seconds
 
 USER_AGENT = "conversation-hub-webhooks/1.0"
 # Enough of an error answer to tell the customer what their endpoint said.
@@ -92,6 +92,13 @@ class Attempt:
     ok: bool
     status_code: int | None = None
     error: str = ""
+    # Seconds a 429 or 503 answer asked us to wait (its Retry-After header).
+    retry_after_s: float | None = None
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the receiver wants no more webhooks (Standard Webhooks: disable the endpoint)."""
+        return self.status_code == 410
 
 
 class WebhookSender:
@@ -117,7 +124,7 @@ class WebhookSender:
 
     async def send(self, endpoint: Endpoint, delivery: QueuedDelivery) -> Attempt:
         """Sends the event once with the endpoint's method; any 2xx is delivered, all else failed."""
-        body = payload(delivery.event_type, delivery.data)
+        body = payload(delivery.event_type, delivery.data, delivery.event_time)
         msg_id = str(delivery.event_id)
         stamp = datetime.now(UTC)
         headers = {
@@ -136,6 +143,7 @@ class WebhookSender:
                 ) as answer:
                     snippet = await _read_answer(answer)
                     status = answer.status
+                    retry_after = answer.headers.get("retry-after")
         except TimeoutError:
             return Attempt(False, None, f"no answer within {self.timeout_s:g} s")
         except netguard.TargetRefused as exc:
@@ -147,7 +155,8 @@ class WebhookSender:
         if 200 <= status < 300:
             return Attempt(True, status)
         text = snippet.decode(errors="replace").strip()
-        return Attempt(False, status, f"answered {status}: {text}"[:500])
+        wait = retry_after_seconds(retry_after, datetime.now(UTC)) if status in (429, 503) else None
+        return Attempt(False, status, f"answered {status}: {text}"[:500], retry_after_s=wait)
 
 
 async def _read_answer(answer: aiohttp.ClientResponse) -> bytes:

@@ -30,6 +30,7 @@ FRESH_BATCH = 1000
 LANE_PAGE = 200
 # A customer's endpoint settings are read again after this long (a PUT applies within it).
 ENDPOINT_TTL_S = 1.0
+NO_ENDPOINT = "no webhook is configured"
 
 
 class WebhookActivities:
@@ -258,8 +259,13 @@ class ShardRound:
         try:
             attempts = delivery.attempts + 1
             endpoint = await self._endpoint(delivery.customer_id)
-            if endpoint is None:
-                await dispatch.record_failure(delivery.id, attempts, None, "no webhook is configured", None)
+            if endpoint is None or endpoint.disabled_reason:
+                # Read again before giving up: a PUT may have enabled it since the cached read.
+                self.endpoints.pop(delivery.customer_id, None)
+                endpoint = await self._endpoint(delivery.customer_id)
+            if endpoint is None or endpoint.disabled_reason:
+                error = webhooks.disabled_error(endpoint.disabled_reason) if endpoint else NO_ENDPOINT
+                await dispatch.record_failure(delivery.id, attempts, None, error, None)
                 self._settled(delivery, delivered=False)
                 return True
             async with self._customer_slot(delivery.customer_id), self.pool:
@@ -270,10 +276,15 @@ class ShardRound:
                 await dispatch.record_delivered(delivery.id, attempts, outcome.status_code or 200)
                 self._settled(delivery, delivered=True)
                 return True
-            retry_in = webhooks.retry_delay(attempts, self.schedule)
+            # 410 Gone is final (Standard Webhooks: stop sending); Retry-After can only delay.
+            retry_in = (
+                None if outcome.gone else webhooks.retry_delay(attempts, self.schedule, outcome.retry_after_s)
+            )
             due = await dispatch.record_failure(
                 delivery.id, attempts, outcome.status_code, outcome.error, retry_in
             )
+            if outcome.gone:
+                await self._disable(delivery.customer_id, endpoint, outcome.error)
             if due is None:
                 self._settled(delivery, delivered=False)
                 return True
@@ -282,6 +293,13 @@ class ShardRound:
             return False
         finally:
             self.inflight.discard(delivery.id)
+
+    async def _disable(self, customer_id: UUID, endpoint: webhooks.Endpoint, error: str) -> None:
+        """The endpoint answered 410 Gone: disabled, its pending deliveries failed; every lane of
+        the customer reads the endpoint afresh, so none posts to it again."""
+        if await webhooks.disable_endpoint(customer_id, endpoint.uri, error):
+            log.warning("webhook endpoint of customer %s disabled: %s", customer_id, error)
+        self.endpoints.pop(customer_id, None)
 
     def _settled(self, delivery: QueuedDelivery, delivered: bool) -> None:
         self.settled[delivery.id] = self.loop.time()

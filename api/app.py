@@ -28,6 +28,7 @@ from api.controllers.events import EventStreamController
 from api.controllers.flows import ActiveflowController, FlowController
 from api.controllers.hooks import HookController
 from api.controllers.webhooks import CustomerController, WebhookDeliveryController
+from api.cors import cors_config
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
 from api.stream import channels_plugin
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EventStreamController,
         ],
         plugins=[channels_plugin(settings)],
+        cors_config=cors_config(settings),
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[request_id_middleware],

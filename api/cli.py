@@ -201,12 +201,28 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from api.supervise import stop_on_sigterm
+
+    stop_on_sigterm()  # SIGTERM (kill, a service manager) ends `hub run` as Ctrl-C does
+    try:
+        return _run(settings, args)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0  # whatever had started is stopped already
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from api.embedded import run_embedded
+    from api.supervise import PortTaken, check_ports
 
     if "HUB_WEBHOOK_ALLOW_PRIVATE" not in os.environ:
         # On one machine the webhook receiver being tried out is usually on localhost too.
         settings = dataclasses.replace(settings, webhook_allow_private=True)
+    try:
+        check_ports(settings)
+    except PortTaken as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     settings = with_data_dir_jwt_secret(settings)
     if not require_jwt_secret(settings):
@@ -238,10 +254,7 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         ]
         print("\n".join(lines), flush=True)
 
-    try:
-        asyncio.run(run_embedded(settings, banner))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(run_embedded(settings, banner))
     return 0
 
 

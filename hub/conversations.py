@@ -35,13 +35,14 @@ async def get_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str
     return await get_scoped(Conversation, customer_id, conversation_id)
 
 
-def _updated_event(row: dict[str, Any]):
+def _updated_event(row: dict[str, Any], previous_owner_id: UUID | None = None):
     return events.event_row(
         events.CONVERSATION_UPDATED,
         row["customer_id"],
         conversation_out(row),
         conversation_id=row["id"],
         owner_id=row["owner_id"],
+        previous_owner_id=previous_owner_id,
     )
 
 
@@ -63,7 +64,7 @@ async def update_conversation(
     values = {k: v for k, v in values.items() if k in ("name", "detail", "owner_id")}
     async with transaction(current_engine()):
         # The conversation first: another customer's id is 404 whatever owner_id the body names.
-        await get_conversation(customer_id, conversation_id)
+        before = await get_conversation(customer_id, conversation_id)
         if "owner_id" in values:
             await _validate_owner(customer_id, values["owner_id"])
             values["owner_type"] = owner_type_for(values["owner_id"])
@@ -74,7 +75,7 @@ async def update_conversation(
             Conversation.id == conversation_id
         )
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(_updated_event(row))
+        await events.emit(_updated_event(row, before["owner_id"]))
     return row
 
 
@@ -92,10 +93,11 @@ async def unassign(
             .where(Conversation.id == conversation_id, Conversation.owner_id == row["owner_id"])
             .returning(Conversation.id)
         )
+        previous_owner_id = row["owner_id"]
         row = await get_conversation(customer_id, conversation_id)
         if not changed:
             check_unassign(agent_id, permission, row["owner_id"])
-        await events.emit(_updated_event(row))
+        await events.emit(_updated_event(row, previous_owner_id if changed else None))
     return row
 
 
@@ -112,7 +114,7 @@ async def unassign_all(customer_id: UUID, agent_id: UUID) -> None:
         )
         .returning(*Conversation.all_columns())
     )
-    await events.emit(*[_updated_event(row) for row in rows])
+    await events.emit(*[_updated_event(row, agent_id) for row in rows])
 
 
 async def delete_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:

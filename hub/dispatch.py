@@ -27,8 +27,10 @@ _RELAY_COLUMNS = (
     Event.customer_id,
     Event.conversation_id,
     Event.owner_id,
+    Event.previous_owner_id,
     Event.type,
     Event.data,
+    Event.tm_create,
 )
 
 
@@ -45,6 +47,8 @@ class QueuedDelivery:
     attempts: int
     next_attempt_at: datetime | None
     data: str = "{}"
+    # When the event happened: the body's `timestamp`.
+    event_time: datetime | None = None
 
 
 @dataclass
@@ -87,7 +91,9 @@ async def relay_batch(limit: int) -> list[dict[str, Any]]:
         stamp = now()
         await Event.update({Event.relayed_at: stamp}).where(Event.seq.is_in([r["seq"] for r in rows]))
         targets = await webhooks.endpoints([r["customer_id"] for r in rows])
-        deliveries = [_delivery(row, stamp) for row in rows if row["customer_id"] in targets]
+        # A disabled endpoint (410 Gone) is owed nothing until it is enabled again, like none at all.
+        enabled = {c for c, endpoint in targets.items() if not endpoint.disabled_reason}
+        deliveries = [_delivery(row, stamp) for row in rows if row["customer_id"] in enabled]
         if deliveries:
             await WebhookDelivery.insert(*deliveries).on_conflict(action="DO NOTHING")
     return rows
@@ -130,8 +136,9 @@ async def _with_data(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
     if not rows:
         return []
     seqs = [r["event_seq"] for r in rows]
-    data = {
-        e["seq"]: e["data"] for e in await Event.select(Event.seq, Event.data).where(Event.seq.is_in(seqs))
+    events = {
+        e["seq"]: e
+        for e in await Event.select(Event.seq, Event.data, Event.tm_create).where(Event.seq.is_in(seqs))
     }
     return [
         QueuedDelivery(
@@ -143,7 +150,8 @@ async def _with_data(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
             order_key=r["order_key"],
             attempts=r["attempts"],
             next_attempt_at=r["next_attempt_at"],
-            data=data.get(r["event_seq"], "{}"),
+            data=events[r["event_seq"]]["data"] if r["event_seq"] in events else "{}",
+            event_time=events[r["event_seq"]]["tm_create"] if r["event_seq"] in events else None,
         )
         for r in rows
     ]

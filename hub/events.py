@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from uuid import UUID
 
 import msgspec
 
+from hub.permissions import NIL_UUID
 from hub.tables import Event
 
 CONVERSATION_CREATED = "conversation_created"
@@ -34,12 +36,16 @@ def event_row(
     data: msgspec.Struct,
     conversation_id: UUID | None = None,
     owner_id: UUID | None = None,
+    previous_owner_id: UUID | None = None,
 ) -> Event:
+    """An outbox row. `previous_owner_id`: the owner before this change, when it moved the
+    conversation to another owner (the event is then the previous owner's too)."""
     return Event(
         id=uuid.uuid4(),
         customer_id=customer_id,
         conversation_id=conversation_id,
         owner_id=owner_id,
+        previous_owner_id=None if previous_owner_id in (owner_id, NIL_UUID) else previous_owner_id,
         type=event_type,
         data=msgspec.json.encode(data).decode(),
     )
@@ -54,10 +60,11 @@ async def emit(*events: Event) -> None:
 async def list_events(
     customer_id: UUID, after_seq: int = 0, limit: int = 100, owner_id: UUID | None = None
 ) -> list[dict]:
-    """Events of a customer after `after_seq` in `seq` order; only `owner_id`'s when given."""
-    conditions = [Event.customer_id == customer_id, Event.seq > after_seq]
+    """Events of a customer after `after_seq` in `seq` order; only `owner_id`'s when given (those
+    of its conversations, and the one that took a conversation away from it)."""
+    conditions: list = [Event.customer_id == customer_id, Event.seq > after_seq]
     if owner_id is not None:
-        conditions.append(Event.owner_id == owner_id)
+        conditions.append((Event.owner_id == owner_id) | (Event.previous_owner_id == owner_id))
     return await Event.select().where(*conditions).order_by(Event.seq).limit(limit)
 
 
@@ -72,6 +79,10 @@ class StreamEvent(msgspec.Struct, kw_only=True):
     type: str
     conversation_id: UUID | None = None
     owner_id: UUID | None = None
+    # The owner before the change, on events that moved the conversation to another owner.
+    previous_owner_id: UUID | None = None
+    # When the event happened (the outbox row's time): the body's `timestamp`.
+    tm_create: datetime | None = None
     data: msgspec.Raw = msgspec.Raw(b"{}")
 
 
@@ -87,17 +98,21 @@ def stream_event(row: dict) -> StreamEvent:
         type=row["type"],
         conversation_id=row["conversation_id"],
         owner_id=row["owner_id"],
+        previous_owner_id=row.get("previous_owner_id"),
+        tm_create=row.get("tm_create"),
         data=msgspec.Raw(row["data"].encode()),
     )
 
 
-def payload(event_type: str, data: str | bytes) -> bytes:
-    """`{"type": ..., "data": ...}`: the body of a webhook and of a live-stream message."""
+def payload(event_type: str, data: str | bytes, timestamp: datetime | None) -> bytes:
+    """`{"type", "timestamp", "data"}` (Standard Webhooks' payload structure; `timestamp` is when
+    the event happened, RFC 3339 UTC): the body of a webhook and of a live-stream message."""
     raw = data.encode() if isinstance(data, str) else data
-    return b'{"type":' + msgspec.json.encode(event_type) + b',"data":' + raw + b"}"
+    stamp = msgspec.json.encode(timestamp.astimezone(UTC) if timestamp is not None else None)
+    return b'{"type":' + msgspec.json.encode(event_type) + b',"timestamp":' + stamp + b',"data":' + raw + b"}"
 
 
-def visible_to(owner_id: UUID | None, agent_id: UUID, sees_all: bool) -> bool:
+def visible_to(event: StreamEvent, agent_id: UUID, sees_all: bool) -> bool:
     """Admins and managers see every event of their customer; an agent those of conversations
-    it owned when the event happened."""
-    return sees_all or owner_id == agent_id
+    it owned when the event happened, before or after it (so it learns it lost one)."""
+    return sees_all or agent_id in (event.owner_id, event.previous_owner_id)

@@ -27,6 +27,9 @@ class CustomerOut(msgspec.Struct, kw_only=True):
     name: str
     webhook_uri: str
     webhook_method: str
+    # Set when the endpoint answered 410 Gone: nothing is sent to it until the next PUT.
+    webhook_disabled_at: datetime | None = None
+    webhook_disabled_reason: str = ""
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None

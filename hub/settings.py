@@ -91,6 +91,9 @@ class Settings:
     # (`fetch`, `webhook_send` with `wait_response`) a run reads; a larger answer fails the action.
     flow_max_bytes: int = 256 * 1024
     flow_http_max_answer_bytes: int = 256 * 1024
+    # Browser origins allowed to call the API and the event stream (CORS), comma-separated;
+    # empty means CORS is off (browsers on other origins get no access).
+    cors_origins: str = ""
     log_level: str = "INFO"
 
     @classmethod
@@ -154,6 +157,10 @@ class Settings:
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def resolved_cors_origins(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def resolved_webhook_retry_schedule(self) -> tuple[float, ...]:

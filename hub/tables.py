@@ -30,6 +30,9 @@ class Customer(Table, tablename="customers"):
     # After a rotation the previous secret still signs (a second signature) until this time.
     webhook_secret_previous = Text(default="")
     webhook_secret_previous_until = Timestamptz(null=True, default=None)
+    # Set when the endpoint answered 410 Gone: nothing is sent until the next PUT re-enables it.
+    webhook_disabled_at = Timestamptz(null=True, default=None)
+    webhook_disabled_reason = Text(default="")
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
@@ -196,6 +199,9 @@ class Event(Table, tablename="events"):
     customer_id = Reference()
     conversation_id = UUID(null=True, default=None)
     owner_id = UUID(null=True, default=None)
+    # The owner before the change, on events that moved the conversation to another owner: both
+    # the previous and the new owner see such an event on their live stream.
+    previous_owner_id = UUID(null=True, default=None)
     type = Varchar(length=64)
     data = Text()
     tm_create = Timestamptz(default=TimestamptzNow())

@@ -36,6 +36,11 @@ class Receiver:
     delays: list[float] = field(default_factory=list)
     # Every request takes at least this long (posts stay in flight for a while).
     slow_s: float = 0.0
+    # Non-zero: every signed request is answered with this status and these headers instead.
+    answer_status: int = 0
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    # When each request arrived (loop time), beside `requests`.
+    request_times: list[float] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task | None = None
 
@@ -80,6 +85,7 @@ class Receiver:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         webhook_id = headers.get("webhook-id", "")
         self.requests.append(webhook_id)
+        self.request_times.append(asyncio.get_running_loop().time())
         verified_by = set()
         for secret in self.secrets:
             try:
@@ -95,6 +101,9 @@ class Receiver:
             await asyncio.sleep(self.delays.pop(0))
         if self.slow_s:
             await asyncio.sleep(self.slow_s)
+        if self.answer_status:
+            await self._answer(send, self.answer_status, b"not now", self.answer_headers)
+            return
         if webhook_id in self.fail_ids:
             await self._answer(send, 500, b"receiver says no")
             return
@@ -102,8 +111,13 @@ class Receiver:
         await self._answer(send, 200, b'{"ok": true}')
 
     @staticmethod
-    async def _answer(send, status: int, body: bytes = b"") -> None:
+    async def _answer(send, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain"), *extra],
+            }
         )
         await send({"type": "http.response.body", "body": body})

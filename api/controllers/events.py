@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, cast
 
 import anyio
@@ -50,8 +51,8 @@ def _resume_point(last_event_id: str | None) -> int | None:
     return int(value)
 
 
-def _message(seq: int, event_type: str, data: str | bytes) -> ServerSentEventMessage:
-    return ServerSentEventMessage(id=seq, event=event_type, data=events.payload(event_type, data))
+def _message(seq: int, event_type: str, data: str | bytes, stamp: datetime | None) -> ServerSentEventMessage:
+    return ServerSentEventMessage(id=seq, event=event_type, data=events.payload(event_type, data, stamp))
 
 
 async def _stream(
@@ -69,7 +70,7 @@ async def _stream(
                 rows = await events.list_events(caller.customer_id, cursor, BACKLOG_PAGE, owner)
                 for row in rows:
                     from_backlog.add(row["seq"])
-                    yield _message(row["seq"], row["type"], row["data"])
+                    yield _message(row["seq"], row["type"], row["data"], row["tm_create"])
                 if len(rows) < BACKLOG_PAGE:
                     break
                 if len(from_backlog) >= MAX_BACKLOG:
@@ -83,9 +84,9 @@ async def _stream(
                 yield ServerSentEventMessage(data=None, comment="keepalive")
                 continue
             event = msgspec.json.decode(raw, type=events.StreamEvent)
-            if event.seq in from_backlog or not events.visible_to(event.owner_id, caller.agent_id, sees_all):
+            if event.seq in from_backlog or not events.visible_to(event, caller.agent_id, sees_all):
                 continue
-            yield _message(event.seq, event.type, bytes(event.data))
+            yield _message(event.seq, event.type, bytes(event.data), event.tm_create)
     finally:
         subscriber.drain()
         # The client is gone and its scope cancelled; unsubscribing must still complete.
@@ -106,7 +107,8 @@ class EventStreamController(Controller):
         description=(
             "Every event of the caller's customer as it happens; agents without admin/manager "
             "permission get the events of conversations they own. Each message has `id` (the event "
-            'sequence number), `event` (its type) and `data` `{"type", "data"}`, the webhook body. '
+            'sequence number), `event` (its type) and `data` `{"type", "timestamp", "data"}`, the webhook '
+            "body. An agent also gets the `conversation_updated` that takes a conversation away from it. "
             "Reconnecting with `Last-Event-ID` replays what was missed from the outbox."
         ),
     )

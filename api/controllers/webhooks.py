@@ -51,7 +51,8 @@ class CustomerController(Controller):
         summary="Set the webhook endpoint (admin/manager)",
         description="Partial update. The first endpoint creates the Standard Webhooks signing secret, "
         "returned once as `webhook_secret` in this answer and never again. The target must not "
-        "resolve to a loopback, private or link-local address.",
+        "resolve to a loopback, private or link-local address. Setting `webhook_uri` or "
+        "`webhook_method` enables an endpoint that was disabled because it answered 410 Gone.",
     )
     async def update_customer(
         self, request: Request, caller: NamedDependency[Caller], data: JSONBody[CustomerUpdate]

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -17,7 +18,16 @@ from redis.asyncio import Redis
 
 from activities.publish import EventPublisher
 from hub.tables import Conversation, Event
-from tests.helpers import JWT_SECRET, free_port, make_tenant, serving, signed_sms, sms_params, wait_for
+from tests.helpers import (
+    JWT_SECRET,
+    free_port,
+    make_member,
+    make_tenant,
+    serving,
+    signed_sms,
+    sms_params,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("dispatchers")
 
@@ -246,6 +256,59 @@ async def test_a_plain_agent_streams_only_conversations_it_owns(client, second_a
     assert {e["seq"] for e in await outbox(tenant.customer_id) if e["conversation_id"] == others}.isdisjoint(
         resumed.ids()
     )
+
+
+async def test_an_ownership_change_reaches_the_owner_before_and_after_it(client):
+    tenant = await make_tenant()
+    a, b = tenant.agent, tenant.other_agent
+    third = await make_member(tenant.customer_id, 0, "third")
+    base = str(client.base_url).rstrip("/")
+    await inbound(client, tenant, "+14155550261")
+    await inbound(client, tenant, "+14155550262")
+    conversation = await conversation_of(tenant, "+14155550261")
+    elsewhere = await conversation_of(tenant, "+14155550262")
+    path = f"/v1.0/conversations/{conversation}"
+    assigned = await client.put(path, json={"owner_id": str(a.id)}, headers=tenant.admin.headers)
+    assert assigned.status_code == 200
+    before = (await outbox(tenant.customer_id))[-1]["seq"]
+    await wait_for(lambda: relayed(tenant))
+
+    async with (
+        Stream(base, a.token) as on_a,
+        Stream(base, b.token) as on_b,
+        Stream(base, third.token) as on_third,
+    ):
+        # A owns it; an admin gives it to B: A learns it lost it, B that it got it.
+        moved = await client.put(path, json={"owner_id": str(b.id)}, headers=tenant.admin.headers)
+        assert moved.status_code == 200
+        [moved_event] = await outbox(tenant.customer_id, before)
+        # B gives it up: B (the owner before) sees that too.
+        unassigned = await client.post(f"{path}/unassign", headers=b.headers)
+        assert unassigned.status_code == 200, unassigned.text
+        [unassigned_event] = await outbox(tenant.customer_id, moved_event["seq"])
+        # Last, something for the third agent: its stream has seen everything before it by then.
+        await client.put(
+            f"/v1.0/conversations/{elsewhere}", json={"owner_id": str(third.id)}, headers=tenant.admin.headers
+        )
+        [for_third] = await outbox(tenant.customer_id, unassigned_event["seq"])
+        await on_a.until(moved_event["seq"])
+        await on_b.until(unassigned_event["seq"])
+        await on_third.until(for_third["seq"])
+    assert on_a.ids() == [moved_event["seq"]]
+    assert on_b.ids() == [moved_event["seq"], unassigned_event["seq"]]
+    assert on_third.ids() == [for_third["seq"]]
+    change = on_a.events[0]
+    assert change["event"] == change["type"] == "conversation_updated"
+    assert change["data"]["id"] == str(conversation) and change["data"]["owner_id"] == str(b.id)
+    assert on_b.events[1]["data"]["owner_type"] == ""
+    # The body is the webhook's: with the time the event happened.
+    assert datetime.fromisoformat(change["timestamp"]) == moved_event["tm_create"]
+
+    # Resuming from the outbox gives A the same: the change that took the conversation away.
+    async with Stream(base, a.token, last_event_id=str(before)) as resumed:
+        await resumed.until(moved_event["seq"])
+        await asyncio.sleep(0.5)  # anything else for A would have come by now, in order
+    assert resumed.ids() == [moved_event["seq"]]
 
 
 async def test_reconnecting_with_last_event_id_misses_nothing(client, second_api):

@@ -160,7 +160,7 @@ async def test_receiver_down_for_three_attempts_gets_every_event_once_in_order(c
     by_id = {r.webhook_id: r.body for r in receiver.received}
     for event in events:
         body = by_id[str(event["id"])]
-        assert body["type"] == event["type"] and set(body) == {"type", "data"}
+        assert body["type"] == event["type"] and set(body) == {"type", "timestamp", "data"}
     received_events = [by_id[str(e["id"])] for e in events if e["type"] == "conversation_message_received"]
     assert {b["data"]["message"]["text"] for b in received_events} == {f"message {i}" for i in range(3)}
 
@@ -393,6 +393,7 @@ async def test_the_guard_is_checked_again_when_connecting():
         attempts=0,
         next_attempt_at=None,
         data='{"id": "x"}',
+        event_time=datetime(2026, 12, 1, 10, 9, tzinfo=UTC),
     )
     guarded, open_ = WebhookSender(allow_private=False, timeout_s=5), WebhookSender(True, timeout_s=5)
     try:
@@ -406,7 +407,11 @@ async def test_the_guard_is_checked_again_when_connecting():
         allowed = await open_.send(endpoint, delivery)
         assert allowed.ok and allowed.status_code == 200, allowed
         assert receiver.ids() == [str(delivery.event_id)]
-        assert receiver.received[0].body == {"type": "conversation_updated", "data": {"id": "x"}}
+        assert receiver.received[0].body == {
+            "type": "conversation_updated",
+            "timestamp": "2026-12-01T10:09:00Z",
+            "data": {"id": "x"},
+        }
         assert receiver.received[0].method == "PUT"
     finally:
         await guarded.aclose()

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.inputs import FlowFinishInput, FlowHttpInput, FlowHttpResult, FlowSendInput, FlowSendResult
 from activities.messages import MessageActivities
-from hub import activeflows, inbound, netguard, outbound
+from hub import activeflows, inbound, metrics, netguard, outbound
 from hub.actions import flatten
 from hub.conversations import get_conversation
 from hub.errors import HubError
@@ -103,3 +103,4 @@ class FlowActivities:
             data.current_action_id,
             data.reason,
         )
+        metrics.activeflow_end(data.status)

@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.inputs import DeliverInput, DeliverResult, FailInput
 from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
-from hub import outbound
+from hub import metrics, outbound
 from hub.settings import Settings
 
 # Once the provider has the message, a retry of the whole activity would send it again: keep
@@ -71,11 +71,14 @@ class MessageActivities:
                     self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
                 )
         except ProviderRejected as exc:
+            metrics.outbound(account["type"], "failed")
             await record_outcome(message_id, outbound.FAILED, reason=str(exc))
             return DeliverResult(status=outbound.FAILED, reason=str(exc))
         except ProviderUnavailable as exc:
+            metrics.outbound(account["type"], "retried")
             activity.logger.warning("send %s attempt %s: %s", message_id, activity.info().attempt, exc)
             raise
+        metrics.outbound(account["type"], "done")
         await record_outcome(message_id, outbound.DONE, provider_message_id=provider_id)
         return DeliverResult(status=outbound.DONE, provider_message_id=provider_id)
 

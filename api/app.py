@@ -17,6 +17,7 @@ from api import openapi, temporal
 from api.controllers.accounts import AccountController
 from api.controllers.agents import AgentController
 from api.controllers.auth import AuthController
+from api.controllers.codec import CodecController
 from api.controllers.contacts import ContactController
 from api.controllers.conversations import (
     ConversationController,
@@ -29,6 +30,8 @@ from api.controllers.hooks import HookController
 from api.controllers.webhooks import CustomerController, WebhookDeliveryController
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
+from api.metrics import metrics_endpoint, request_metrics_middleware
+from api.readiness import Readiness, readyz
 from api.stream import channels_plugin
 from hub import db
 from hub.settings import Settings
@@ -52,15 +55,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.engine = engine
         app.state.temporal = await temporal.connect(settings, lazy=True)
         app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s))
+        app.state.readiness = Readiness(settings, engine, app.state.temporal)
         try:
             yield
         finally:
+            await app.state.readiness.close()
             await app.state.http.aclose()
             await db.stop(engine)
 
     app = Litestar(
         route_handlers=[
             healthz,
+            readyz,
+            metrics_endpoint,
+            CodecController,
             AuthController,
             AgentController,
             ContactController,
@@ -78,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[channels_plugin(settings)],
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, request_metrics_middleware],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="Conversation hub",

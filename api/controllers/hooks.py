@@ -18,8 +18,8 @@ from litestar.params import FromPath
 from twilio.request_validator import RequestValidator
 
 from activities.providers import line_profile
-from api import temporal
-from hub import accounts, inbound, outbound
+from api import logs, temporal
+from hub import accounts, inbound, metrics, outbound
 from hub.addresses import Address, normalize_tel
 from hub.errors import BadRequest, NotFound, Unauthorized, Unavailable
 from hub.models import Media
@@ -44,6 +44,13 @@ async def start_flow(request: Request, result: inbound.InboundResult) -> None:
     except Exception as exc:
         log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc)
         raise Unavailable("the flow engine is unavailable; retry") from exc
+
+
+def count_inbound(channel: str, result: inbound.InboundResult) -> None:
+    outcome = "duplicate" if result.duplicate else "stored"
+    metrics.inbound(channel, outcome)
+    logs.bind(conversation_id=result.conversation["id"], message_id=result.message["id"])
+    log.info("inbound %s %s", channel, outcome, extra={"channel": channel, "outcome": outcome})
 
 
 # --- SMS (Twilio wire format) ---------------------------------------------------------------
@@ -101,6 +108,7 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
     if not signature or not RequestValidator(account["token"]).validate(
         _public_url(request), params, signature
     ):
+        metrics.inbound("sms", "rejected")
         raise Unauthorized("bad or missing X-Twilio-Signature")
     status = (params.get("MessageStatus") or "").lower()
     if status and status != "received":
@@ -109,19 +117,11 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
             raise BadRequest("MessageSid is required")
         reason = " ".join(f"{k}={params[k]}" for k in ("ErrorCode", "ErrorMessage") if params.get(k))
         changed = await outbound.apply_status_callback(account["id"], sid, status, reason or status)
-        log.info(
-            "status callback account=%s sid=%s status=%s changed=%s", account["id"], sid, status, changed
-        )
+        log.info("status callback %s changed=%s", status, changed, extra={"outcome": status})
         return Response(EMPTY_TWIML, media_type="application/xml", status_code=200)
     result = await inbound.store_inbound(parse_twilio_sms(account, params))
+    count_inbound("sms", result)
     await start_flow(request, result)
-    log.info(
-        "inbound sms account=%s message=%s conversation=%s duplicate=%s",
-        account["id"],
-        result.message["id"],
-        result.conversation["id"],
-        result.duplicate,
-    )
     return Response(EMPTY_TWIML, media_type="application/xml", status_code=200)
 
 
@@ -190,6 +190,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
     if not account["secret"]:
         raise Unauthorized("this account has no channel secret; set one to receive events")
     if not verify_line_signature(account["secret"], body, request.headers.get("X-Line-Signature", "")):
+        metrics.inbound("line", "rejected")
         raise Unauthorized("bad or missing X-Line-Signature")
     try:
         webhook = msgspec.json.decode(body, type=LineWebhook)
@@ -222,6 +223,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
                     peer_display_name=known,
                 )
             )
+            count_inbound("line", result)
             await start_flow(request, result)
         # unfollow keeps the conversation and its history; other event types carry no messages.
     return Response({}, status_code=200)
@@ -243,6 +245,7 @@ class HookController(Controller):
         account = await accounts.get_account_for_hook(account_id)
         if account is None:
             raise NotFound(f"account {account_id} not found")
+        logs.bind(customer_id=account["customer_id"], account_id=account["id"])
         body = await request.body()
         if account["type"] == "line":
             return await receive_line(request, account, body)

@@ -104,3 +104,6 @@ class FlowActivities:
             data.reason,
         )
         metrics.activeflow_end(data.status)
+        activity.logger.info(
+            "activeflow %s", data.status, extra={"activeflow_id": data.activeflow_id, "outcome": data.status}
+        )

@@ -76,9 +76,25 @@ class MessageActivities:
             return DeliverResult(status=outbound.FAILED, reason=str(exc))
         except ProviderUnavailable as exc:
             metrics.outbound(account["type"], "retried")
-            activity.logger.warning("send %s attempt %s: %s", message_id, activity.info().attempt, exc)
+            activity.logger.warning(
+                "send %s attempt %s: %s",
+                message_id,
+                activity.info().attempt,
+                exc,
+                extra={"message_id": str(message_id), "outcome": "retried", "channel": account["type"]},
+            )
             raise
         metrics.outbound(account["type"], "done")
+        activity.logger.info(
+            "message handed to the provider",
+            extra={
+                "message_id": str(message_id),
+                "conversation_id": str(message["conversation_id"]),
+                "customer_id": str(message["customer_id"]),
+                "channel": account["type"],
+                "outcome": "done",
+            },
+        )
         await record_outcome(message_id, outbound.DONE, provider_message_id=provider_id)
         return DeliverResult(status=outbound.DONE, provider_message_id=provider_id)
 

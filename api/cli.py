@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import secrets
 import sys
@@ -38,7 +39,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
         return None
 
     asyncio.run(_with_db(settings, nothing))
-    print("migrations applied", file=sys.stderr)
+    logging.getLogger("hub").info("migrations applied")
     return 0
 
 

@@ -77,7 +77,7 @@ class EncryptionCodec(PayloadCodec):
             try:
                 plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], None)
             except InvalidTag as exc:
-                raise CodecError(f"payload with key id {kid!r} does not decrypt (tampered, wrong key)") from exc
+                raise CodecError(f"payload with key id {kid!r} does not decrypt (wrong key?)") from exc
             decoded.append(Payload.FromString(plain))
         return decoded
 

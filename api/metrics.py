@@ -102,13 +102,18 @@ def request_metrics_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         started = time.perf_counter()
-        logs.new_scope(request_id=scope.get("state", {}).get("request_id"))
+        request_id = scope.get("state", {}).get("request_id")
+        logs.new_scope(request_id=request_id)
         status = 500
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = message.get("headers", [])
+                if request_id and not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    # Every answer names its request id, so a caller can quote it (errors do too).
+                    message["headers"] = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:

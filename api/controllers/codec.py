@@ -11,7 +11,7 @@ from typing import Annotated
 
 from google.protobuf import json_format
 from litestar import Controller, Request, Response, post, route
-from litestar.params import HeaderParameter, QueryParameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 
@@ -90,11 +90,11 @@ class CodecController(Controller):
         return await _convert(request, token, authorization, "encode")
 
     @post("/{token:str}/decode", status_code=200, include_in_schema=False)
-    async def decode_with_token(self, request: Request, token: str) -> Response:
+    async def decode_with_token(self, request: Request, token: FromPath[str]) -> Response:
         return await _convert(request, token, None, "decode")
 
     @post("/{token:str}/encode", status_code=200, include_in_schema=False)
-    async def encode_with_token(self, request: Request, token: str) -> Response:
+    async def encode_with_token(self, request: Request, token: FromPath[str]) -> Response:
         return await _convert(request, token, None, "encode")
 
     @route(

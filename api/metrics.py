@@ -88,9 +88,14 @@ def prepare_multiprocess(settings: Settings) -> None:
     """Before `hub serve` starts several API processes: one directory where they all write."""
     if settings.http_workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         return
+    import atexit
+    import shutil
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hub-metrics-")
+    # Fresh per start: counters begin at zero like a single process's, and files do not pile up.
+    directory = tempfile.mkdtemp(prefix="hub-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
 
 def request_metrics_middleware(app: ASGIApp) -> ASGIApp:

@@ -415,3 +415,17 @@ async def test_temporal_history_is_encrypted_and_decodes_through_the_codec_endpo
         assert forbidden.status_code == 403, forbidden.text
         bad = await http.post("/codec/decode", content=b"{not json", headers=admin)
         assert bad.status_code == 400 and bad.json()["error"]["reason"] == "bad_request"
+
+    # Temporal's own CLI, a codec-server client, shows the history decoded through the endpoint.
+    shown = await asyncio.create_subprocess_exec(
+        temporal_binary(), "workflow", "show", "-w", flow_id, "-o", "json",
+        "--address", stack.env["HUB_TEMPORAL_ADDRESS"],
+        "--codec-endpoint", f"{stack.url}/codec", "--codec-auth", f"Bearer {stack.admin['token']}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(shown.communicate(), 60)
+    assert shown.returncode == 0, err.decode()
+    [first] = [e for e in json.loads(out)["events"] if "workflowExecutionStartedEventAttributes" in e]
+    [shown_input] = first["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
+    assert base64.b64decode(shown_input["metadata"]["encoding"]) == b"json/plain", shown_input
+    assert TEXT in base64.b64decode(shown_input["data"]).decode()

@@ -373,7 +373,9 @@ def configure_process(settings: Settings, command: str) -> None:
     if command in ("run", "serve", "worker"):
         from api.metrics import install_temporal_runtime
 
-        install_temporal_runtime(with_metrics=command in ("run", "worker"))
+        # The worker appends the SDK's metrics to its own endpoint; `hub run` to the API's.
+        with_metrics = command == "run" or (command == "worker" and settings.worker_metrics_port != 0)
+        install_temporal_runtime(with_metrics=with_metrics)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,8 @@ def ui_codec_flags(settings: Settings) -> list[str]:
         return []
     demo = json.loads(login_file.read_text())
     token = issue_token(demo["agent_id"], demo["customer_id"], settings.jwt_secret, settings.jwt_ttl_seconds)
-    base = f"http://{settings.http_host}:{settings.http_port}"
-    return ["--ui-codec-endpoint", f"{base}/codec/{token}"]
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    return ["--ui-codec-endpoint", f"http://{host}:{settings.http_port}/codec/{token}"]
 
 
 def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:

@@ -158,7 +158,14 @@ async def start_worker_metrics(settings: Settings) -> web.AppRunner | None:
     app.router.add_get("/metrics", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.worker_metrics_port).start()
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.worker_metrics_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(
+            f"error: cannot listen on {settings.http_host}:{settings.worker_metrics_port} "
+            f"(HUB_WORKER_METRICS_PORT): {exc.strerror or exc}"
+        ) from None
     logging.getLogger("hub.worker").info(
         "worker metrics on http://%s:%s/metrics", settings.http_host, settings.worker_metrics_port
     )

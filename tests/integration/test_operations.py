@@ -306,42 +306,6 @@ async def test_metrics_of_api_and_worker_count_the_scenario(scenario: Scenario):
     assert completed == 1
 
 
-def _lines(stack: Stack) -> list[dict]:
-    parsed = []
-    for path in stack.logs:
-        for raw in path.read_text().splitlines():
-            if raw.strip():
-                try:
-                    parsed.append(json.loads(raw))
-                except ValueError:
-                    pytest.fail(f"{path.name}: not a JSON line: {raw!r}")
-    return parsed
-
-
-async def test_logs_are_json_lines_with_ids_and_no_text_or_secrets(stack: Stack, scenario: Scenario):
-    lines = _lines(stack)
-    assert len(lines) > 10
-    for line in lines:
-        assert {"time", "level", "logger", "message"} <= set(line), line
-    # The inbound request: one request line and the inbound line, both with the request id the
-    # API answered with (the same one its error envelopes carry).
-    mine = [line for line in lines if line.get("request_id") == scenario.request_id]
-    [request] = [line for line in mine if line["logger"] == "hub.http"]
-    assert request["route"] == HOOK_ROUTE and request["status"] == 200 and request["outcome"] == "ok"
-    assert isinstance(request["duration_ms"], float)
-    [stored] = [line for line in mine if line["logger"] == "hub.hooks"]
-    assert stored["message_id"] == scenario.message_id
-    assert stored["customer_id"] == stack.admin["customer_id"]
-    assert stored["conversation_id"] and stored["outcome"] == "stored"
-    # Never message text or the phone number at info level, never a secret at any level.
-    for line in lines:
-        text = json.dumps(line)
-        if line["level"] in ("DEBUG", "INFO"):
-            assert TEXT not in text and PHONE not in text, line
-        for secret in stack.secrets:
-            assert secret not in text, line
-
-
 def _events_bytes(history) -> bytes:
     return b"".join(event.SerializeToString() for event in history.events)
 
@@ -429,3 +393,40 @@ async def test_temporal_history_is_encrypted_and_decodes_through_the_codec_endpo
     [shown_input] = first["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
     assert base64.b64decode(shown_input["metadata"]["encoding"]) == b"json/plain", shown_input
     assert TEXT in base64.b64decode(shown_input["data"]).decode()
+
+
+def _lines(stack: Stack) -> list[dict]:
+    parsed = []
+    for path in stack.logs:
+        for raw in path.read_text().splitlines():
+            if raw.strip():
+                try:
+                    parsed.append(json.loads(raw))
+                except ValueError:
+                    pytest.fail(f"{path.name}: not a JSON line: {raw!r}")
+    return parsed
+
+
+async def test_logs_are_json_lines_with_ids_and_no_text_or_secrets(stack: Stack, scenario: Scenario):
+    # Last in this module: the lines of the codec test (a token in a URL path) are checked too.
+    lines = _lines(stack)
+    assert len(lines) > 10
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= set(line), line
+    # The inbound request: one request line and the inbound line, both with the request id the
+    # API answered with (the same one its error envelopes carry).
+    mine = [line for line in lines if line.get("request_id") == scenario.request_id]
+    [request] = [line for line in mine if line["logger"] == "hub.http"]
+    assert request["route"] == HOOK_ROUTE and request["status"] == 200 and request["outcome"] == "ok"
+    assert isinstance(request["duration_ms"], float)
+    [stored] = [line for line in mine if line["logger"] == "hub.hooks"]
+    assert stored["message_id"] == scenario.message_id
+    assert stored["customer_id"] == stack.admin["customer_id"]
+    assert stored["conversation_id"] and stored["outcome"] == "stored"
+    # Never message text or the phone number at info level, never a secret at any level.
+    for line in lines:
+        text = json.dumps(line)
+        if line["level"] in ("DEBUG", "INFO"):
+            assert TEXT not in text and PHONE not in text, line
+        for secret in stack.secrets:
+            assert secret not in text, line

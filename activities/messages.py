@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.inputs import DeliverInput, DeliverResult, FailInput
 from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
-from hub import outbound
+from hub import metrics, outbound
 from hub.channels import sms
 from hub.settings import Settings
 
@@ -85,11 +85,30 @@ class MessageActivities:
                     self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
                 )
         except ProviderRejected as exc:
+            metrics.outbound(account["type"], "failed")
             await record_outcome(message_id, outbound.FAILED, reason=str(exc), provider_ids=exc.provider_ids)
             return DeliverResult(status=outbound.FAILED, reason=str(exc))
         except ProviderUnavailable as exc:
-            activity.logger.warning("send %s attempt %s: %s", message_id, activity.info().attempt, exc)
+            metrics.outbound(account["type"], "retried")
+            activity.logger.warning(
+                "send %s attempt %s: %s",
+                message_id,
+                activity.info().attempt,
+                exc,
+                extra={"message_id": str(message_id), "outcome": "retried", "channel": account["type"]},
+            )
             raise
+        metrics.outbound(account["type"], "done")
+        activity.logger.info(
+            "message handed to the provider",
+            extra={
+                "message_id": str(message_id),
+                "conversation_id": str(message["conversation_id"]),
+                "customer_id": str(message["customer_id"]),
+                "channel": account["type"],
+                "outcome": "done",
+            },
+        )
         await record_outcome(
             message_id, outbound.DONE, provider_ids=sent.provider_ids, delivery_status=sent.delivery_status
         )

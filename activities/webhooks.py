@@ -19,7 +19,7 @@ from temporalio import activity
 from activities.inputs import DeliverShardInput, DeliverShardResult, RelayInput, RelayResult
 from activities.publish import EventPublisher
 from activities.webhook_http import WebhookSender
-from hub import dispatch, webhooks
+from hub import dispatch, metrics, webhooks
 from hub.dispatch import Head, QueuedDelivery
 from hub.repo import now
 from hub.settings import Settings
@@ -272,6 +272,7 @@ class ShardRound:
                 if self.stopping:
                     return False  # the round ended while this waited for a slot: the next one sends it
                 outcome = await self.sender.send(endpoint, delivery)
+            metrics.webhook_attempt("delivered" if outcome.ok else "failed")
             if outcome.ok:
                 await dispatch.record_delivered(delivery.id, attempts, outcome.status_code or 200)
                 self._settled(delivery, delivered=True)

@@ -18,6 +18,7 @@ from api import openapi, temporal
 from api.controllers.accounts import AccountController
 from api.controllers.agents import AgentController
 from api.controllers.auth import AuthController
+from api.controllers.codec import CodecController
 from api.controllers.contacts import ContactController
 from api.controllers.conversations import (
     ConversationController,
@@ -31,6 +32,8 @@ from api.controllers.webhooks import CustomerController, WebhookDeliveryControll
 from api.cors import cors_config
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
+from api.metrics import metrics_endpoint, request_metrics_middleware
+from api.readiness import Readiness, readyz
 from api.stream import channels_plugin
 from api.strict import strict_input
 from api.throttle import LoginThrottle
@@ -54,7 +57,8 @@ def allowed_methods(request: Request) -> Response:
 
 
 async def before_request(request: Request) -> Response | None:
-    if request.method == "OPTIONS":
+    if request.method == "OPTIONS" and "access-control-request-method" not in request.headers:
+        # A CORS preflight is Litestar's (its CORS config answers it); a plain OPTIONS lists methods.
         return allowed_methods(request)
     await strict_input(request)
     return None
@@ -75,9 +79,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s))
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.login_throttle = LoginThrottle(settings, redis)
+        app.state.readiness = Readiness(settings, engine, app.state.temporal)
         try:
             yield
         finally:
+            await app.state.readiness.close()
             if redis is not None:
                 await redis.aclose()
             await app.state.http.aclose()
@@ -86,6 +92,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             healthz,
+            readyz,
+            metrics_endpoint,
+            CodecController,
             AuthController,
             AgentController,
             ContactController,
@@ -104,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=cors_config(settings),
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, request_metrics_middleware],
         before_request=before_request,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

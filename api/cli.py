@@ -69,7 +69,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
         return None
 
     asyncio.run(_with_db(settings, nothing))
-    print("migrations applied", file=sys.stderr)
+    logging.getLogger("hub").info("migrations applied")
     return 0
 
 
@@ -179,7 +179,10 @@ def _serve_api(settings: Settings) -> None:
 
     if settings.http_workers > 1:
         # Each process builds its app from the same environment (and so the same settings).
-        app = "api.app:create_app"
+        from api.metrics import prepare_multiprocess
+
+        prepare_multiprocess(settings)
+        app = "api.cli:api_process_app"
         extra = {"factory": True, "workers": settings.http_workers}
     else:
         app, extra = create_app(settings), {}
@@ -189,8 +192,19 @@ def _serve_api(settings: Settings) -> None:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Uvicorn's lines go through the process's handler (JSON or text) like every other.
+        log_config=None,
         **extra,
     )
+
+
+def api_process_app():
+    """The app of one of several `hub serve` processes (started by uvicorn, not by `main`)."""
+    from api.app import create_app
+
+    settings = Settings.from_env()
+    configure_process(settings, "serve")
+    return create_app(settings)
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -400,12 +414,27 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("piccolo").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        configure_process(settings, args.command)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return COMMANDS[args.command](settings, args)
+
+
+def configure_process(settings: Settings, command: str) -> None:
+    """Logging (text under `hub run`, else JSON unless HUB_LOG_FORMAT says otherwise) and, for
+    the processes that talk to Temporal, the SDK runtime (its metrics where a worker runs)."""
+    from api import codec, logs
+
+    codec.parse_keys(settings.temporal_codec_key)  # a bad key stops the process here
+    logs.configure(settings, default_format="text" if command == "run" else "json")
+    if command in ("run", "serve", "worker"):
+        from api.metrics import install_temporal_runtime
+
+        # The worker appends the SDK's metrics to its own endpoint; `hub run` to the API's.
+        with_metrics = command == "run" or (command == "worker" and settings.worker_metrics_port != 0)
+        install_temporal_runtime(with_metrics=with_metrics)
 
 
 if __name__ == "__main__":

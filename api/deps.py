@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request
 from litestar.params import HeaderParameter, QueryParameter
 
+from api import logs
 from api.strict import check_input
 from hub import agents
 from hub.auth import read_token
@@ -55,6 +56,7 @@ async def provide_caller(
     if claims.version != agent["token_version"]:
         raise Unauthorized("the token was issued before the password changed: log in again")
     await check_input(request)
+    logs.bind(customer_id=agent["customer_id"])
     return Caller(agent_id=agent["id"], customer_id=agent["customer_id"], permission=agent["permission"])
 
 

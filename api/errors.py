@@ -142,7 +142,9 @@ def handle_unavailable(request: Request, exc: Exception) -> Response:
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BAD_INPUT_ERRORS):
-        log.info("database refused a value: %s: %s", exc.__class__.__name__, exc)
+        # The database's message can quote the value (message text): only at debug level.
+        log.info("database refused a value: %s", exc.__class__.__name__)
+        log.debug("database refused a value: %s", exc)
         return envelope(request, 400, "a value in the request cannot be stored", "bad_request")
     if isinstance(exc, RecursionError) and "deserializ" in str(exc):
         # msgspec gives up on absurdly nested JSON with a RecursionError.

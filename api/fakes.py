@@ -345,7 +345,11 @@ async def start_server(
     app: Litestar, host: str, port: int, lifespan: str = "off"
 ) -> tuple[uvicorn.Server, asyncio.Task]:
     """A uvicorn server for `app` in the running event loop, returned once it accepts connections."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan))
+    # log_config=None: uvicorn's lines go through the process's own handler (JSON or text).
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan=lifespan, log_config=None
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -15,7 +15,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from hub import activeflows
+from api.codec import data_converter
+from hub import activeflows, metrics
 from hub.actions import MAX_EXECUTED_ACTIONS
 from hub.settings import Settings
 from workflows.activeflow import ActiveflowInput, ActiveflowWorkflow
@@ -56,7 +57,10 @@ def search_attribute_flags() -> list[str]:
 async def connect(settings: Settings, lazy: bool = False) -> Client:
     """A lazy client connects on first use, so the API starts (and answers) while Temporal is down."""
     return await Client.connect(
-        settings.resolved_temporal_address, namespace=settings.temporal_namespace, lazy=lazy
+        settings.resolved_temporal_address,
+        namespace=settings.temporal_namespace,
+        lazy=lazy,
+        data_converter=data_converter(settings.temporal_codec_key),
     )
 
 
@@ -102,7 +106,12 @@ async def start_activeflow(client: Client, settings: Settings, row: dict[str, An
             request_eager_start=True,
         )
     except WorkflowAlreadyStartedError:
-        pass
+        metrics.activeflow_start("duplicate")
+    except Exception:
+        metrics.activeflow_start("unavailable")
+        raise
+    else:
+        metrics.activeflow_start("started")
     await activeflows.mark_started(row["id"])
 
 

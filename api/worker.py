@@ -18,6 +18,7 @@ from activities.webhook_http import WebhookSender
 from activities.webhooks import WebhookActivities
 from api import temporal
 from api.dispatch import ensure_dispatchers
+from api.metrics import start_worker_metrics
 from hub import activeflows, db, outbound
 from hub.settings import Settings
 from workflows.activeflow import ActiveflowWorkflow
@@ -120,6 +121,7 @@ async def run_worker(settings: Settings) -> None:
     engine = await db.open_engine(settings.resolved_database_url)
     await db.start(engine, settings.db_pool_size)
     client = await temporal.connect(settings)
+    metrics_server = await start_worker_metrics(settings)
     timeout = httpx.Timeout(settings.provider_timeout_s)
     async with httpx.AsyncClient(timeout=timeout) as http:
         worker = build_worker(client, settings, http)
@@ -135,4 +137,6 @@ async def run_worker(settings: Settings) -> None:
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recovery
+            if metrics_server is not None:
+                await metrics_server.cleanup()
             await db.stop(engine)

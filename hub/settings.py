@@ -95,6 +95,16 @@ class Settings:
     # empty means CORS is off (browsers on other origins get no access).
     cors_origins: str = ""
     log_level: str = "INFO"
+    # `json` (one object per line) or `text`; empty means json, except text under `hub run`.
+    log_format: str = ""
+    # The worker's Prometheus endpoint (hub and Temporal SDK metrics) on HUB_HTTP_HOST; 0 = off.
+    worker_metrics_port: int = 9000
+    # AES-GCM keys of the Temporal payload codec, "kid:base64key,..."; the first encrypts, all
+    # decrypt (rotation). Empty means payloads are stored unencrypted.
+    temporal_codec_key: str = ""
+    # Browser origins of the Temporal UI allowed to call /codec (CORS), comma-separated; empty
+    # means the `hub run` dev server UI (http://127.0.0.1:PORT and http://localhost:PORT).
+    temporal_ui_origins: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -153,6 +163,13 @@ class Settings:
         if self.line_data_api_url:
             return self.line_data_api_url.rstrip("/")
         return self.resolved_line_api_url if not self.line_api_url else LINE_DATA_API_URL
+
+    @property
+    def resolved_temporal_ui_origins(self) -> tuple[str, ...]:
+        if self.temporal_ui_origins:
+            return tuple(o.strip().rstrip("/") for o in self.temporal_ui_origins.split(",") if o.strip())
+        port = self.temporal_ui_port
+        return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
 
     @property
     def resolved_public_url(self) -> str:

@@ -76,6 +76,65 @@ async def serving(settings, restore_engine=None) -> AsyncIterator[str]:
         await task
 
 
+class FlakyProxy:
+    """A TCP proxy (in front of PostgreSQL, Temporal, Redis) that can drop every connection and
+    refuse new ones (`outage`), or accept connections and never answer (`hang`)."""
+
+    def __init__(self, upstream_port: int = 5432) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.down = False
+        self.hung = False
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.close()
+            return
+        if self.hung:
+            self.writers.add(writer)
+            return  # the connection stays open; nothing is ever read or answered
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def outage(self) -> None:
+        self.down = True
+        self._drop()
+
+    def hang(self) -> None:
+        """Open connections go quiet and new ones are accepted but never answered."""
+        self.hung = True
+        self._drop()
+
+    def restore(self) -> None:
+        """New connections go through again; the hung ones are reset, as a peer would at last."""
+        if self.hung:
+            self._drop()
+        self.down = self.hung = False
+
+    def _drop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.outage()
+        self.server.close()
+
+
 async def make_member(customer_id: uuid.UUID, permission: int, label: str) -> Member:
     username = f"{label}-{uuid.uuid4().hex[:10]}"
     row = await agents.create_agent(customer_id, username, "password-123", name=label, permission=permission)

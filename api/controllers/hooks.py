@@ -18,9 +18,9 @@ from litestar.params import FromPath
 from twilio.request_validator import RequestValidator
 
 from activities.providers import line_group_name, line_profile
-from api import temporal
+from api import logs, temporal
 from api.errors import BAD_INPUT_ERRORS
-from hub import accounts, inbound, outbound
+from hub import accounts, inbound, metrics, outbound
 from hub.addresses import Address, has_foreign_digits, normalize_tel
 from hub.channels import line, sms
 from hub.errors import BadRequest, NotFound, Unauthorized, Unavailable
@@ -48,6 +48,13 @@ async def start_flow(request: Request, result: inbound.InboundResult) -> None:
             raise  # a bug, not an outage: a 500 with its traceback (database outages answer 503 there)
         log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc, exc_info=exc)
         raise Unavailable("the flow engine is unavailable; retry") from exc
+
+
+def count_inbound(channel: str, result: inbound.InboundResult) -> None:
+    outcome = "duplicate" if result.duplicate else "stored"
+    metrics.inbound(channel, outcome)
+    logs.bind(conversation_id=result.conversation["id"], message_id=result.message["id"])
+    log.info("inbound %s %s", channel, outcome, extra={"channel": channel, "outcome": outcome})
 
 
 # --- SMS (Twilio wire format) ---------------------------------------------------------------
@@ -117,6 +124,7 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
     if not signature or not RequestValidator(account["token"]).validate(
         _public_url(request), params, signature
     ):
+        metrics.inbound("sms", "rejected")
         raise Unauthorized("bad or missing X-Twilio-Signature")
     status = (params.get("MessageStatus") or "").lower()
     if status and status != "received":
@@ -131,19 +139,11 @@ async def receive_sms(request: Request, account: dict, body: bytes) -> Response:
             reason or status,
             message_id=_callback_message_id(request),
         )
-        log.info(
-            "status callback account=%s sid=%s status=%s changed=%s", account["id"], sid, status, changed
-        )
+        log.info("status callback %s changed=%s", status, changed, extra={"outcome": status})
         return Response(EMPTY_TWIML, media_type="application/xml", status_code=200)
     result = await inbound.store_inbound(parse_twilio_sms(account, params))
+    count_inbound("sms", result)
     await start_flow(request, result)
-    log.info(
-        "inbound sms account=%s message=%s conversation=%s duplicate=%s",
-        account["id"],
-        result.message["id"],
-        result.conversation["id"],
-        result.duplicate,
-    )
     return Response(EMPTY_TWIML, media_type="application/xml", status_code=200)
 
 
@@ -278,6 +278,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
     if not account["secret"]:
         raise Unauthorized("this account has no channel secret; set one to receive events")
     if not verify_line_signature(account["secret"], body, request.headers.get("X-Line-Signature", "")):
+        metrics.inbound("line", "rejected")
         raise Unauthorized("bad or missing X-Line-Signature")
     try:
         webhook = msgspec.json.decode(body, type=LineWebhook)
@@ -292,6 +293,7 @@ async def receive_line(request: Request, account: dict, body: bytes) -> Response
         try:
             event, target = _decode_line_event(raw)
             if (result := await _store_line_event(request, account, me, event, target)) is not None:
+                count_inbound("line", result)
                 results.append(result)
         except (_SkippedEvent, BadRequest, *BAD_INPUT_ERRORS) as exc:
             log.warning("line account=%s event %s skipped: %s", account["id"], index, exc)
@@ -323,6 +325,7 @@ class HookController(Controller):
         account = await accounts.get_account_for_hook(account_id)
         if account is None:
             raise NotFound(f"account {account_id} not found")
+        logs.bind(customer_id=account["customer_id"], account_id=account["id"])
         body = await request.body()
         if account["type"] == "line":
             return await receive_line(request, account, body)

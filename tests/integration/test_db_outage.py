@@ -3,54 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 
 import httpx
 
 from hub.tables import Message
-from tests.helpers import free_port, make_tenant, serving, signed_sms, sms_params
-
-
-class FlakyProxy:
-    """A TCP proxy in front of PostgreSQL that can drop every connection and refuse new ones."""
-
-    def __init__(self, upstream_port: int = 5432) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.down = False
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.down:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def outage(self) -> None:
-        self.down = True
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
-
-    async def stop(self) -> None:
-        self.outage()
-        self.server.close()
+from tests.helpers import FlakyProxy, make_tenant, serving, signed_sms, sms_params
 
 
 async def test_database_outage_is_503_and_recovers(settings, pg_engine, pg):

@@ -45,3 +45,25 @@ def test_dockerfile_installs_every_package():
     dockerfile = (REPO / "Dockerfile").read_text()
     for package in ("hub", "workflows", "activities", "api"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def _environment(service: dict) -> dict:
+    return service.get("environment", {}) or {}
+
+
+def test_metrics_ports_and_payload_encryption_are_wired():
+    services = compose()["services"]
+    api, worker, ui = services["api"], services["worker"], services["temporal-ui"]
+    port = _environment(worker)["HUB_WORKER_METRICS_PORT"]
+    assert Settings.from_env({"HUB_WORKER_METRICS_PORT": port}).worker_metrics_port == int(port)
+    assert f"{port}:{port}" in worker["ports"]
+    assert _environment(worker)["HUB_HTTP_HOST"] == "0.0.0.0"  # reachable from outside the container
+    assert f"{_environment(api)['HUB_HTTP_PORT']}:8000" in api["ports"]  # /metrics and /readyz
+    # Both sides of Temporal use the same keys, or one could not read what the other wrote.
+    assert _environment(api)["HUB_TEMPORAL_CODEC_KEY"] == _environment(worker)["HUB_TEMPORAL_CODEC_KEY"]
+    assert _environment(api)["HUB_TEMPORAL_CODEC_KEY"].startswith("${HUB_TEMPORAL_CODEC_KEY")
+    # The UI's browser origin may call the API's codec endpoint.
+    ui_origin = f"http://localhost:{ui['ports'][0].split(':')[0]}"
+    origins = Settings.from_env({"HUB_TEMPORAL_UI_ORIGINS": _environment(api)["HUB_TEMPORAL_UI_ORIGINS"]})
+    assert ui_origin in origins.resolved_temporal_ui_origins
+    assert "TEMPORAL_CODEC_ENDPOINT" in _environment(ui)

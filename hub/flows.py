@@ -49,8 +49,8 @@ def encode_actions(actions: list[ActionIn], rules: FlowRules) -> tuple[str, list
     encoded = msgspec.json.encode(normalised)
     if len(encoded) > rules.max_bytes:
         raise BadRequest(
-            f"the flow's actions take {len(encoded) / 1024:.0f} KiB encoded; at most "
-            f"{rules.max_bytes / 1024:.0f} KiB are allowed (HUB_FLOW_MAX_BYTES)"
+            f"the flow's actions take {len(encoded)} bytes encoded; at most {rules.max_bytes} "
+            f"({rules.max_bytes / 1024:.0f} KiB) are allowed (HUB_FLOW_MAX_BYTES)"
         )
     return encoded.decode(), normalised
 

@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 from twilio.request_validator import RequestValidator
 
 from activities.providers import Outgoing, push_line
@@ -377,7 +378,7 @@ async def test_line_batch_stores_valid_events_skips_invalid_and_leaves_unstarted
     await attach_flow(client, tenant, account["id"], "later")
 
     async def temporal_down(*args, **kwargs):
-        raise RuntimeError("injected: Temporal unreachable")
+        raise RPCError("injected: Temporal unreachable", RPCStatusCode.UNAVAILABLE, b"")
 
     monkeypatch.setattr(hub_temporal, "start_activeflow", temporal_down)
     no_ids = line_event("message", "Ubatch02", message={"type": "text", "text": "no ids"})

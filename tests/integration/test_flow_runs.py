@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import msgspec
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 
 from api import temporal as hub_temporal
 from api.worker import recover_activeflows, recovery_round
@@ -27,7 +28,7 @@ async def unstarted_run(client, monkeypatch, text: str):
     tenant, _ = await setup_flow(client, [reply(text)])
 
     async def temporal_down(*args, **kwargs):
-        raise RuntimeError("injected: Temporal unreachable")
+        raise RPCError("injected: Temporal unreachable", RPCStatusCode.UNAVAILABLE, b"")
 
     monkeypatch.setattr(hub_temporal, "start_activeflow", temporal_down)
     response, _ = await inbound(client, tenant)

@@ -191,6 +191,8 @@ async def main() -> dict:
             "HUB_SMS_API_URL": settings.sms_api_url,
             "HUB_LINE_API_URL": settings.line_api_url,
             "HUB_JWT_SECRET": settings.jwt_secret,
+            # Several workers on one machine: no metrics port each (the default 9000 would clash).
+            "HUB_WORKER_METRICS_PORT": "0",
             "HUB_LOG_LEVEL": "WARNING",
             "HUB_DB_POOL_SIZE": "20",
             "HUB_HTTP_WORKERS": os.environ.get("BENCH_API_PROCESSES", "1"),

@@ -35,6 +35,8 @@ def worker_process(settings) -> subprocess.Popen:
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_DATABASE_URL": settings.database_url,
         "HUB_JWT_SECRET": settings.jwt_secret,
+        # Several workers on one machine: no metrics port each (the default 9000 would clash).
+        "HUB_WORKER_METRICS_PORT": "0",
         "HUB_REDIS_URL": settings.redis_url,
         "HUB_TEMPORAL_ADDRESS": settings.temporal_address,
         "HUB_TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,

@@ -26,6 +26,8 @@ def worker_process(settings, queue: str) -> subprocess.Popen:
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_DATABASE_URL": settings.database_url,
         "HUB_JWT_SECRET": settings.jwt_secret,
+        # Several workers on one machine: no metrics port each (the default 9000 would clash).
+        "HUB_WORKER_METRICS_PORT": "0",
         "HUB_TEMPORAL_ADDRESS": settings.temporal_address,
         "HUB_TEMPORAL_TASK_QUEUE": queue,
         "HUB_SMS_API_URL": settings.sms_api_url,

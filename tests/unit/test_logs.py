@@ -59,11 +59,14 @@ def _log_in_a_request():
 def test_hub_run_gives_the_ui_a_codec_endpoint_only_with_encryption_on(tmp_path):
     demo = {"agent_id": str(uuid.uuid4()), "customer_id": str(uuid.uuid4())}
     (tmp_path / "demo-login.json").write_text(json.dumps(demo))
-    settings = Settings(data_dir=str(tmp_path), http_port=8123)
+    secret = "a-test-secret-of-at-least-32-bytes-0123456789"
+    settings = Settings(data_dir=str(tmp_path), http_port=8123, jwt_secret=secret)
     assert ui_codec_flags(settings) == []
-    encrypted = Settings(data_dir=str(tmp_path), http_port=8123, temporal_codec_key="k:" + "A" * 44)
+    encrypted = Settings(
+        data_dir=str(tmp_path), http_port=8123, jwt_secret=secret, temporal_codec_key="k:" + "A" * 44
+    )
     flag, endpoint = ui_codec_flags(encrypted)
     assert flag == "--ui-codec-endpoint"
     prefix = "http://127.0.0.1:8123/codec/"
     assert endpoint.startswith(prefix)
-    assert str(read_token(endpoint[len(prefix) :], encrypted.jwt_secret)) == demo["agent_id"]
+    assert str(read_token(endpoint[len(prefix) :], encrypted.jwt_secret).agent_id) == demo["agent_id"]

@@ -108,12 +108,30 @@ class AccountUpdate(Struct, kw_only=True):
     message_flow_id: UUID | None | UnsetType = UNSET
 
 
+Tag = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=50,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="1-50 characters of a-z, 0-9, _ and -; stored lowercased",
+    ),
+]
+TagList = Annotated[list[Tag], Meta(max_length=20, description="at most 20 tags (duplicates count once)")]
+
+
 class ConversationUpdate(Struct, kw_only=True):
-    """`owner_type` is derived from `owner_id`; a value sent for it is ignored."""
+    """`owner_type` is derived from `owner_id`; a value sent for it is ignored. `tags` replaces
+    the conversation's tags."""
 
     name: Name | UnsetType = UNSET
     detail: Detail | UnsetType = UNSET
     owner_id: UUID | UnsetType = UNSET
+    tags: TagList | UnsetType = UNSET
+
+
+class TagsAdd(Struct, kw_only=True):
+    tags: TagList
 
 
 class MediaIn(Struct, kw_only=True):

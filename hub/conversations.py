@@ -15,19 +15,22 @@ from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.models import conversation_out
 from hub.pagination import fetch_page
-from hub.permissions import NIL_UUID, check_unassign, owner_type_for
+from hub.permissions import NIL_UUID, check_owner_or_admin, check_unassign, owner_type_for
 from hub.repo import get_scoped, now
 from hub.tables import Agent, Conversation
+from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tags_of
 
 BAD_OWNER = "owner_id does not reference an agent of this customer"
 
 
 async def list_conversations(
-    customer_id: UUID, owner_id: UUID | None, page_size: int, page_token: str
+    customer_id: UUID, owner_id: UUID | None, page_size: int, page_token: str, tag: str | None = None
 ) -> tuple[list[dict[str, Any]], str]:
     conditions = [Conversation.customer_id == customer_id, Conversation.tm_delete.is_null()]
     if owner_id is not None:
         conditions.append(Conversation.owner_id == owner_id)
+    if tag is not None:
+        conditions.append(tag_filter(customer_id, tag))
     return await fetch_page(Conversation, conditions, page_size, page_token)
 
 
@@ -60,22 +63,63 @@ async def _validate_owner(customer_id: UUID, owner_id: UUID) -> None:
 async def update_conversation(
     customer_id: UUID, conversation_id: UUID, values: dict[str, Any]
 ) -> dict[str, Any]:
-    """Partial update of name, detail and owner_id; owner_type follows owner_id."""
-    values = {k: v for k, v in values.items() if k in ("name", "detail", "owner_id")}
+    """Partial update of name, detail, owner_id and tags; owner_type follows owner_id."""
+    values = {k: v for k, v in values.items() if k in ("name", "detail", "owner_id", "tags")}
+    tags = normalize_tags(values.pop("tags")) if "tags" in values else None
     async with transaction(current_engine()):
         # The conversation first: another customer's id is 404 whatever owner_id the body names.
-        before = await get_conversation(customer_id, conversation_id)
+        if tags is None:
+            before = await get_conversation(customer_id, conversation_id)
+        else:
+            before = await _locked(customer_id, conversation_id)
         if "owner_id" in values:
             await _validate_owner(customer_id, values["owner_id"])
             values["owner_type"] = owner_type_for(values["owner_id"])
-        if not values:
-            return await get_conversation(customer_id, conversation_id)
+        if tags is not None:
+            await store_tags(before, tags)
+        elif not values:
+            return before
         values["tm_update"] = now()
         await Conversation.update({getattr(Conversation, k): v for k, v in values.items()}).where(
             Conversation.id == conversation_id
         )
         row = await get_conversation(customer_id, conversation_id)
         await events.emit(_updated_event(row, before["owner_id"]))
+    return row
+
+
+async def _locked(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
+    """The live conversation, its row locked until the transaction ends (PostgreSQL; SQLite
+    serialises writers anyway), so read-modify-write changes such as tag edits never lose one."""
+    await get_conversation(customer_id, conversation_id)
+    # A write that changes nothing, for its row lock.
+    await Conversation.raw("UPDATE conversations SET tags = tags WHERE id = {}", conversation_id)
+    return await get_conversation(customer_id, conversation_id)
+
+
+async def change_tags(
+    customer_id: UUID,
+    conversation_id: UUID,
+    agent_id: UUID,
+    permission: int,
+    add: list[str] = (),  # type: ignore[assignment]
+    remove: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    """Add and remove tags (the owning agent or admin/manager); `conversation_updated` on a change."""
+    added = normalize_tags(add)
+    removed = {normalize_tag(t) for t in remove}
+    async with transaction(current_engine()):
+        row = await _locked(customer_id, conversation_id)
+        check_owner_or_admin(agent_id, permission, row["owner_id"], "tag")
+        current = tags_of(row)
+        tags = normalize_tags(
+            [t for t in current if t not in removed] + [t for t in added if t not in current]
+        )
+        if tags == current:
+            return row
+        await store_tags(row, tags)
+        row = await get_conversation(customer_id, conversation_id)
+        await events.emit(_updated_event(row))
     return row
 
 

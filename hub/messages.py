@@ -1,14 +1,18 @@
-"""Messages of a conversation: listing and reading."""
+"""Messages of a conversation: listing, reading and (soft) deletion."""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import UUID
 
+from hub import events
 from hub.conversations import get_conversation
+from hub.db import current_engine, transaction
+from hub.errors import Conflict
+from hub.models import message_out
 from hub.pagination import fetch_page
-from hub.repo import get_scoped
-from hub.tables import Message
+from hub.repo import get_scoped, now
+from hub.tables import Conversation, Message
 
 
 async def list_messages(
@@ -29,3 +33,38 @@ async def list_messages(
 
 async def get_message(customer_id: UUID, message_id: UUID) -> dict[str, Any]:
     return await get_scoped(Message, customer_id, message_id)
+
+
+async def delete_message(customer_id: UUID, message_id: UUID) -> dict[str, Any]:
+    """Soft delete: text and medias blanked, the row kept (ordering, provider-id dedupe), and a
+    `conversation_message_deleted` event. A message still being sent is 409: its send reads them."""
+    async with transaction(current_engine()):
+        row = await get_message(customer_id, message_id)
+        if row["status"] == "progressing":
+            raise Conflict("the message is still being sent; delete it once it is done or failed")
+        stamp = now()
+        deleted = (
+            await Message.update(
+                {Message.text: "", Message.medias: "[]", Message.tm_delete: stamp, Message.tm_update: stamp}
+            )
+            .where(Message.id == message_id, Message.tm_delete.is_null(), Message.status != "progressing")
+            .returning(*Message.all_columns())
+        )
+        if not deleted:  # a concurrent delete or a status change won
+            raise Conflict("the message changed meanwhile; read it again")
+        row = deleted[0]
+        conversation = (
+            await Conversation.select(Conversation.owner_id)
+            .where(Conversation.id == row["conversation_id"])
+            .first()
+        )
+        await events.emit(
+            events.event_row(
+                events.MESSAGE_DELETED,
+                customer_id,
+                message_out(row),
+                row["conversation_id"],
+                conversation["owner_id"] if conversation else None,
+            )
+        )
+    return row

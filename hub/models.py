@@ -109,6 +109,7 @@ class ConversationOut(msgspec.Struct, kw_only=True):
     owner_id: UUID
     self_: Address = msgspec.field(name="self")
     peer: Address
+    tags: list[str] = []
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
@@ -211,6 +212,7 @@ def conversation_out(row: dict[str, Any]) -> ConversationOut:
     data = dict(row)
     data["self"] = _json(data.pop("self_address", None), {})
     data["peer"] = _json(data.pop("peer_address", None), {})
+    data["tags"] = _json(data.get("tags"), [])
     return msgspec.convert(data, ConversationOut, strict=False)
 
 

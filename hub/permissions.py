@@ -36,6 +36,13 @@ def check_unassign(agent_id: UUID, permission: int, current_owner_id: UUID) -> N
     raise Forbidden("only the owning agent or an admin or manager may unassign this conversation")
 
 
+def check_owner_or_admin(agent_id: UUID, permission: int, current_owner_id: UUID, action: str) -> None:
+    """Only the owning agent or an admin/manager may `action` (e.g. "tag") this conversation."""
+    if is_admin_or_manager(permission) or current_owner_id == agent_id:
+        return
+    raise Forbidden(f"only the owning agent or an admin or manager may {action} this conversation")
+
+
 def check_grant(caller_permission: int, requested: int) -> None:
     """A caller grants only bits it holds itself; an admin may grant every bit."""
     if caller_permission & ADMIN:

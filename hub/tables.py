@@ -104,9 +104,20 @@ class Conversation(Table, tablename="conversations"):
     peer_target = Varchar(length=255)
     self_address = Text(default="{}")
     peer_address = Text(default="{}")
+    # JSON list of the conversation's tags, as shown; `conversation_tags` indexes them for filters.
+    tags = Text(default="[]")
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
+
+
+class ConversationTag(Table, tablename="conversation_tags"):
+    """One row per tag of a conversation: the index behind `GET /conversations?tag=`."""
+
+    id = UUID(primary_key=True)
+    customer_id = Reference()
+    conversation_id = Reference()
+    tag = Varchar(length=50)
 
 
 class Message(Table, tablename="messages"):

@@ -272,3 +272,49 @@ async def fresh_pg_database(admin_dsn: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def migration_before(migration_id: str) -> str:
+    """The id of the hub migration that runs just before `migration_id`."""
+    import importlib
+    import pkgutil
+
+    import hub.piccolo_migrations as package
+
+    ids = [
+        importlib.import_module(f"{package.__name__}.{m.name}").ID
+        for m in pkgutil.iter_modules(package.__path__)
+    ]
+    return max(i for i in ids if i < migration_id)
+
+
+def run_migration_scenario(module: str, engine: str, tmp_path, admin_dsn: str, done_marker: str) -> None:
+    """Runs `python -m <module> <database url>` on a fresh PostgreSQL database or SQLite file and
+    checks it printed `done_marker`. A subprocess: binding the tables to a half-migrated database in
+    the test process would hand it to the session's webhook relay running in the background."""
+    import asyncio
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    async def run_on(url: str) -> subprocess.CompletedProcess:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", module, url],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    async def main() -> subprocess.CompletedProcess:
+        if engine == "sqlite":
+            return await run_on(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+        async with fresh_pg_database(admin_dsn) as url:
+            return await run_on(url)
+
+    done = asyncio.run(main())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done_marker in done.stdout, done.stdout + done.stderr

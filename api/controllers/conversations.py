@@ -11,7 +11,15 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from api import temporal
 from api.deps import Caller
 from api.params import PageSize, PageToken
-from api.schemas import ConversationPage, ConversationUpdate, MessageCreate, MessagePage, given
+from api.schemas import (
+    ConversationPage,
+    ConversationUpdate,
+    MessageCreate,
+    MessagePage,
+    Tag,
+    TagsAdd,
+    given,
+)
 from hub import conversations, messages, outbound
 from hub.models import ConversationOut, Media, MessageOut, conversation_out, message_out
 from hub.permissions import check_list_owner_filter
@@ -25,6 +33,10 @@ OwnerFilter = Annotated[
         description="Only conversations of this agent. Required (own id) for agents without "
         "admin/manager permission; the nil uuid or omission disables the filter.",
     ),
+]
+
+TagFilter = Annotated[
+    Tag | None, QueryParameter(name="tag", description="Only conversations with this tag (any case)")
 ]
 
 
@@ -80,11 +92,14 @@ class ConversationController(Controller):
         self,
         caller: NamedDependency[Caller],
         owner_id: OwnerFilter = None,
+        tag: TagFilter = None,
         page_size: PageSize = 100,
         page_token: PageToken = "",
     ) -> ConversationPage:
         owner = check_list_owner_filter(caller.agent_id, caller.permission, owner_id)
-        rows, token = await conversations.list_conversations(caller.customer_id, owner, page_size, page_token)
+        rows, token = await conversations.list_conversations(
+            caller.customer_id, owner, page_size, page_token, tag=tag
+        )
         return ConversationPage(result=[conversation_out(r) for r in rows], next_page_token=token)
 
     @get("/{conversation_id:str}")
@@ -107,6 +122,32 @@ class ConversationController(Controller):
         self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
     ) -> ConversationOut:
         return await _unassign(caller, conversation_id)
+
+    @post(
+        "/{conversation_id:str}/tags",
+        status_code=200,
+        summary="Add tags (owner or admin/manager); the conversation's other tags stay",
+    )
+    async def add_tags(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID], data: JSONBody[TagsAdd]
+    ) -> ConversationOut:
+        row = await conversations.change_tags(
+            caller.customer_id, conversation_id, caller.agent_id, caller.permission, add=data.tags
+        )
+        return conversation_out(row)
+
+    @delete(
+        "/{conversation_id:str}/tags/{tag:str}",
+        status_code=200,
+        summary="Remove a tag (owner or admin/manager); removing an absent tag changes nothing",
+    )
+    async def remove_tag(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID], tag: FromPath[Tag]
+    ) -> ConversationOut:
+        row = await conversations.change_tags(
+            caller.customer_id, conversation_id, caller.agent_id, caller.permission, remove=[tag]
+        )
+        return conversation_out(row)
 
     @delete("/{conversation_id:str}", status_code=200, summary="Soft delete (admin/manager only)")
     async def delete_conversation(
@@ -173,3 +214,12 @@ class MessageController(Controller):
     @get("/{message_id:str}")
     async def get_message(self, caller: NamedDependency[Caller], message_id: FromPath[UUID]) -> MessageOut:
         return message_out(await messages.get_message(caller.customer_id, message_id))
+
+    @delete(
+        "/{message_id:str}",
+        status_code=200,
+        summary="Soft delete (admin/manager only): text and medias blanked, the message leaves lists",
+    )
+    async def delete_message(self, caller: NamedDependency[Caller], message_id: FromPath[UUID]) -> MessageOut:
+        caller.require_admin_or_manager()
+        return message_out(await messages.delete_message(caller.customer_id, message_id))

@@ -13,11 +13,11 @@ from hub import events
 from hub.addresses import Address
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
-from hub.models import conversation_out
+from hub.models import conversation_out, last_message_json
 from hub.pagination import fetch_page
 from hub.permissions import NIL_UUID, check_owner_or_admin, check_unassign, owner_type_for
 from hub.repo import get_scoped, now
-from hub.tables import Agent, Conversation
+from hub.tables import Agent, Conversation, Message
 from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tags_of
 
 BAD_OWNER = "owner_id does not reference an agent of this customer"
@@ -86,6 +86,44 @@ async def update_conversation(
         row = await get_conversation(customer_id, conversation_id)
         await events.emit(_updated_event(row, before["owner_id"]))
     return row
+
+
+async def record_last_message(conversation: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """Makes `message` the conversation's `last_message` unless a later one is recorded already;
+    inside the transaction that stored the message. Returns the conversation as it is now."""
+    stamp, summary = message["tm_create"], last_message_json(message)
+    await Conversation.update(
+        {Conversation.tm_last_message: stamp, Conversation.last_message: summary}
+    ).where(
+        Conversation.id == conversation["id"],
+        Conversation.tm_last_message.is_null() | (Conversation.tm_last_message <= stamp),
+    )
+    current = conversation.get("tm_last_message")
+    if current is not None and current > stamp:
+        return conversation
+    return {**conversation, "tm_last_message": stamp, "last_message": summary}
+
+
+async def forget_last_message(conversation_id: UUID, message_id: UUID) -> None:
+    """After `message_id` was deleted: if it was the last message, the latest live one takes its
+    place (or none). Inside the deleting transaction."""
+    row = (
+        await Conversation.select(Conversation.last_message).where(Conversation.id == conversation_id).first()
+    )
+    if not row or str(message_id) not in (row["last_message"] or ""):
+        return
+    latest = (
+        await Message.select()
+        .where(Message.conversation_id == conversation_id, Message.tm_delete.is_null())
+        .order_by(Message.tm_create, Message.id, ascending=False)
+        .first()
+    )
+    await Conversation.update(
+        {
+            Conversation.tm_last_message: latest["tm_create"] if latest else None,
+            Conversation.last_message: last_message_json(latest) if latest else "",
+        }
+    ).where(Conversation.id == conversation_id)
 
 
 async def _locked(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
@@ -226,18 +264,18 @@ async def upsert_room(
     return row, row["id"] == new_id
 
 
-_UUID_COLUMNS = ("id", "customer_id", "account_id", "owner_id")
-_TIME_COLUMNS = ("tm_create", "tm_update", "tm_delete")
+_UUID_COLUMNS = ("id", "customer_id", "account_id", "owner_id", "previous_conversation_id")
+_TIME_COLUMNS = ("tm_create", "tm_update", "tm_delete", "tm_closed", "tm_last_message")
 
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
     """A raw row with the Python types Piccolo's select gives (SQLite hands back text)."""
     row = dict(row)
     for key in _UUID_COLUMNS:
-        if isinstance(row[key], str):
+        if isinstance(row.get(key), str):
             row[key] = UUID(row[key])
     for key in _TIME_COLUMNS:
-        if isinstance(row[key], str):
+        if isinstance(row.get(key), str):
             row[key] = datetime.fromisoformat(row[key])
     return row
 

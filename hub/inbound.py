@@ -12,7 +12,7 @@ from hub import activeflows, events
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_tel
 from hub.contacts import find_contact_name
-from hub.conversations import find_room, upsert_room
+from hub.conversations import find_room, record_last_message, upsert_room
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.models import Media, MessageReceived, conversation_out, message_out
@@ -111,6 +111,7 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                 # that won); undo the upsert too.
                 raise _Duplicate
             message = inserted[0]
+            conversation = await record_last_message(conversation, message)
             await events.emit(*_inbound_events(conversation, message, created))
             activeflow = await activeflows.create_for_message(account, conversation, message)
     except _Duplicate:

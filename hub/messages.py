@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from hub import events
-from hub.conversations import get_conversation
+from hub.conversations import forget_last_message, get_conversation
 from hub.db import current_engine, transaction
 from hub.errors import Conflict
 from hub.models import message_out
@@ -53,6 +53,7 @@ async def delete_message(customer_id: UUID, message_id: UUID) -> dict[str, Any]:
         if not deleted:  # a concurrent delete or a status change won
             raise Conflict("the message changed meanwhile; read it again")
         row = deleted[0]
+        await forget_last_message(row["conversation_id"], message_id)
         conversation = (
             await Conversation.select(Conversation.owner_id)
             .where(Conversation.id == row["conversation_id"])

@@ -98,6 +98,14 @@ class AccountOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
+class LastMessage(msgspec.Struct, kw_only=True):
+    id: UUID
+    direction: str
+    # The first 200 characters.
+    text: str
+    tm_create: datetime | None
+
+
 class ConversationOut(msgspec.Struct, kw_only=True):
     id: UUID
     customer_id: UUID
@@ -110,6 +118,12 @@ class ConversationOut(msgspec.Struct, kw_only=True):
     self_: Address = msgspec.field(name="self")
     peer: Address
     tags: list[str] = []
+    status: str = "open"
+    tm_closed: datetime | None = None
+    closed_reason: str = ""
+    previous_conversation_id: UUID | None = None
+    tm_last_message: datetime | None = None
+    last_message: LastMessage | None = None
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
@@ -213,7 +227,23 @@ def conversation_out(row: dict[str, Any]) -> ConversationOut:
     data["self"] = _json(data.pop("self_address", None), {})
     data["peer"] = _json(data.pop("peer_address", None), {})
     data["tags"] = _json(data.get("tags"), [])
+    data["last_message"] = _json(data.get("last_message"), None)
     return msgspec.convert(data, ConversationOut, strict=False)
+
+
+LAST_MESSAGE_TEXT = 200
+
+
+def last_message_json(message: dict[str, Any]) -> str:
+    """The `last_message` column for `message` (text cut at 200 characters)."""
+    return encode_json(
+        LastMessage(
+            id=message["id"],
+            direction=message["direction"],
+            text=(message.get("text") or "")[:LAST_MESSAGE_TEXT],
+            tm_create=message["tm_create"],
+        )
+    )
 
 
 def message_out(row: dict[str, Any]) -> MessageOut:

@@ -14,7 +14,7 @@ import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
 from hub import channels, events
-from hub.conversations import get_conversation
+from hub.conversations import get_conversation, record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest, Conflict
 from hub.models import Media, message_out
@@ -95,6 +95,7 @@ async def create_outgoing(
         async with transaction(current_engine()):
             await Message.insert(row)
             message = await Message.select().where(Message.id == message_id).first()
+            await record_last_message(conversation, message)
             await events.emit(
                 events.event_row(
                     events.MESSAGE_CREATED,

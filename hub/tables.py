@@ -106,6 +106,15 @@ class Conversation(Table, tablename="conversations"):
     peer_address = Text(default="{}")
     # JSON list of the conversation's tags, as shown; `conversation_tags` indexes them for filters.
     tags = Text(default="[]")
+    status = Varchar(length=16, default="open")
+    tm_closed = Timestamptz(null=True, default=None)
+    # api, flow or inactivity; "" while open.
+    closed_reason = Varchar(length=16, default="")
+    # The closed conversation this one continues (set when a message reopened the talk).
+    previous_conversation_id = UUID(null=True, default=None)
+    # Kept by the inbound and outbound transactions, for inbox lists: JSON of the latest message.
+    tm_last_message = Timestamptz(null=True, default=None)
+    last_message = Text(default="")
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)

@@ -77,17 +77,18 @@ def rss_mib(pid: int) -> float:
 
 
 def server_pid() -> int:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"temporal") and b"start-dev" in cmd and str(os.getpid()).encode():
-                if os.getppid() != int(pid):
-                    candidate = int(pid)
-    return candidate
+    """The dev server this process started (a child running `temporal server start-dev`)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if parent == os.getpid() and b"start-dev" in cmd:
+            return int(pid)
+    raise RuntimeError("no Temporal dev server among this process's children")
 
 
 async def bounded(n: int, concurrency: int, make) -> float:
@@ -159,7 +160,7 @@ async def measure_timer() -> dict:
 
             await bounded(200, 50, short)
             deadline = time.monotonic() + 60
-            while len([i for i in lag_ids if i in closed]) < 200 and time.monotonic() < deadline:
+            while len([i for i in lag_ids if i in closed]) < 200 and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             lags = sorted((closed[i] - due[i]) * 1000 for i in lag_ids if i in closed)
         return {

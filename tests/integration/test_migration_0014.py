@@ -18,6 +18,29 @@ OURS = "2026-12-01T10:14:00:000000"
 DONE = "migration 0014 checked"
 
 
+async def insert_conversation(conversation_id, customer_id, account_id, peer: str, stamp) -> None:
+    """A conversation row with the columns every migration since 0001 has (raw SQL: today's
+    table class may name columns that do not exist yet)."""
+    from hub.tables import Conversation
+
+    await Conversation.raw(
+        "INSERT INTO conversations (id, customer_id, account_id, type, name, detail, owner_type, "
+        "owner_id, self_target, peer_target, self_address, peer_address, tm_create, tm_update, "
+        "tm_delete) VALUES ({}, {}, {}, 'message', {}, 'SMS conversation', '', {}, '+15550001000', "
+        "{}, {}, {}, {}, {}, NULL)",
+        conversation_id,
+        customer_id,
+        account_id,
+        f"SMS · {peer}",
+        uuid.UUID(int=0),
+        peer,
+        "{}",
+        "{}",
+        stamp,
+        stamp,
+    )
+
+
 async def scenario(url: str) -> None:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
@@ -35,22 +58,7 @@ async def scenario(url: str) -> None:
         stamp = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
         ids = [uuid.uuid4() for _ in range(3)]
         for n, conversation_id in enumerate(ids):
-            await Conversation.raw(
-                "INSERT INTO conversations (id, customer_id, account_id, type, name, detail, owner_type, "
-                "owner_id, self_target, peer_target, self_address, peer_address, tm_create, tm_update, "
-                "tm_delete) VALUES ({}, {}, {}, 'message', {}, 'SMS conversation', '', {}, '+15550001000', "
-                "{}, {}, {}, {}, {}, NULL)",
-                conversation_id,
-                customer_id,
-                account_id,
-                f"SMS · +1415555000{n}",
-                uuid.UUID(int=0),
-                f"+1415555000{n}",
-                "{}",
-                "{}",
-                stamp,
-                stamp,
-            )
+            await insert_conversation(conversation_id, customer_id, account_id, f"+1415555000{n}", stamp)
         await db.migrate(engine)
 
         rows = await Conversation.select().order_by(Conversation.peer_target)

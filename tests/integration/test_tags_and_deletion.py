@@ -286,3 +286,44 @@ async def test_tags_survive_an_assignment_change(client):
     assert got["tags"] == ["vip"]
     stored = await conversations.get_conversation(tenant.customer_id, uuid.UUID(cid))
     assert tags.tags_of(stored) == ["vip"] and stored["owner_id"] == tenant.agent.id
+
+
+# --- inbox fields ---------------------------------------------------------------------------------
+
+
+async def test_last_message_follows_inbound_outbound_and_deletion(client):
+    tenant = await make_tenant()
+    sender = f"+1628{uuid.uuid4().int % 10**7:07d}"
+    first = await _inbound_message(client, tenant, sender, "x" * 300, "SM" + uuid.uuid4().hex)
+    cid = first["conversation_id"]
+
+    async def shown() -> dict:
+        response = await client.get(f"/v1.0/conversations/{cid}", headers=tenant.admin.headers)
+        return response.json()
+
+    conv = await shown()
+    assert conv["last_message"]["id"] == str(first["id"])
+    assert conv["last_message"]["direction"] == "incoming" and conv["last_message"]["text"] == "x" * 200
+    assert conv["tm_last_message"] and conv["status"] == "open"
+    created = await events_of(cid, "conversation_created")
+    assert created[0]["last_message"]["id"] == str(first["id"])
+
+    response = await client.post(
+        f"/v1.0/conversations/{cid}/messages", json={"text": "our answer"}, headers=tenant.admin.headers
+    )
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    conv = await shown()
+    assert conv["last_message"]["id"] == reply["id"] and conv["last_message"]["direction"] == "outgoing"
+    listed = await client.get("/v1.0/conversations", headers=tenant.admin.headers)
+    [row] = [c for c in listed.json()["result"] if c["id"] == str(cid)]
+    assert row["last_message"]["text"] == "our answer"
+
+    second = await _inbound_message(client, tenant, sender, "and one more", "SM" + uuid.uuid4().hex)
+    assert (await shown())["last_message"]["id"] == str(second["id"])
+    # Deleting the last message puts the one before in its place; deleting an older one changes nothing.
+    await client.delete(f"/v1.0/conversation_messages/{second['id']}", headers=tenant.admin.headers)
+    conv = await shown()
+    assert conv["last_message"]["id"] == reply["id"]
+    await client.delete(f"/v1.0/conversation_messages/{first['id']}", headers=tenant.admin.headers)
+    assert (await shown())["last_message"]["id"] == reply["id"]

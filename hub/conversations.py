@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -10,6 +11,7 @@ from uuid import UUID
 import msgspec
 
 from hub import events
+from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
@@ -20,18 +22,52 @@ from hub.repo import get_scoped, now
 from hub.tables import Agent, Conversation, Message
 from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tags_of
 
+CONVERSATION_TYPES = tuple(dict.fromkeys(CONVERSATION_TYPE.values()))
 BAD_OWNER = "owner_id does not reference an agent of this customer"
 
 
+STATUSES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    """`GET /conversations` filters; None = not filtered. All combine (AND)."""
+
+    status: str | None = None
+    tag: str | None = None
+    account_id: UUID | None = None
+    type: str | None = None
+
+
 async def list_conversations(
-    customer_id: UUID, owner_id: UUID | None, page_size: int, page_token: str, tag: str | None = None
+    customer_id: UUID,
+    owner_id: UUID | None,
+    page_size: int,
+    page_token: str,
+    filters: ListFilters | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
+    conditions = list_conditions(customer_id, owner_id, filters or ListFilters())
+    return await fetch_page(Conversation, conditions, page_size, page_token)
+
+
+def list_conditions(customer_id: UUID, owner_id: UUID | None, filters: ListFilters) -> list[Any]:
+    """The where-conditions of a conversation list (400 for a bad filter value)."""
     conditions = [Conversation.customer_id == customer_id, Conversation.tm_delete.is_null()]
     if owner_id is not None:
         conditions.append(Conversation.owner_id == owner_id)
-    if tag is not None:
-        conditions.append(tag_filter(customer_id, tag))
-    return await fetch_page(Conversation, conditions, page_size, page_token)
+    if filters.tag is not None:
+        conditions.append(tag_filter(customer_id, filters.tag))
+    if filters.status is not None:
+        if filters.status not in STATUSES:
+            raise BadRequest("status must be open or closed")
+        conditions.append(Conversation.status == filters.status)
+    if filters.account_id is not None:
+        conditions.append(Conversation.account_id == filters.account_id)
+    if filters.type is not None:
+        if filters.type not in CONVERSATION_TYPES:
+            raise BadRequest(f"type must be one of {', '.join(CONVERSATION_TYPES)}")
+        conditions.append(Conversation.type == filters.type)
+    return conditions
 
 
 async def get_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:

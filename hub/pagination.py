@@ -47,11 +47,8 @@ def check_page_size(page_size: int) -> int:
     return page_size
 
 
-async def fetch_page(
-    table: type[Table], conditions: list[Any], page_size: int, page_token: str
-) -> tuple[list[dict[str, Any]], str]:
-    """One page of `table` rows matching all `conditions`, and the token of the next page ("")."""
-    page_size = check_page_size(page_size)
+def page_query(table: type[Table], conditions: list[Any], page_size: int, page_token: str):
+    """The select of one page (one row more than the page, to know whether another follows)."""
     tm_create, row_id = table.tm_create, table._meta.primary_key  # type: ignore[attr-defined]
     where = list(conditions)
     if page_token:
@@ -60,7 +57,15 @@ async def fetch_page(
     query = table.select().order_by(tm_create, row_id, ascending=False).limit(page_size + 1)
     if where:
         query = query.where(*where)
-    rows = await query
+    return query
+
+
+async def fetch_page(
+    table: type[Table], conditions: list[Any], page_size: int, page_token: str
+) -> tuple[list[dict[str, Any]], str]:
+    """One page of `table` rows matching all `conditions`, and the token of the next page ("")."""
+    page_size = check_page_size(page_size)
+    rows = await page_query(table, conditions, page_size, page_token)
     next_token = ""
     if len(rows) > page_size:
         rows = rows[:page_size]

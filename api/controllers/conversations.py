@@ -1,7 +1,7 @@
 """/v1.0/conversations (and the /v1.0/service_agents mirror): read, assign, unassign, delete."""
 
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post, put
@@ -35,6 +35,19 @@ OwnerFilter = Annotated[
     ),
 ]
 
+StatusFilter = Annotated[
+    Literal["open", "closed"] | None, QueryParameter(name="status", description="Only open or only closed")
+]
+AccountFilter = Annotated[
+    UUID | None,
+    QueryParameter(
+        name="account_id", description="Only conversations whose first participant is on this account"
+    ),
+]
+TypeFilter = Annotated[
+    Literal[conversations.CONVERSATION_TYPES] | None,  # type: ignore[valid-type]
+    QueryParameter(name="type", description="Only conversations of this type"),
+]
 TagFilter = Annotated[
     Tag | None, QueryParameter(name="tag", description="Only conversations with this tag (any case)")
 ]
@@ -93,12 +106,16 @@ class ConversationController(Controller):
         caller: NamedDependency[Caller],
         owner_id: OwnerFilter = None,
         tag: TagFilter = None,
+        status: StatusFilter = None,
+        account_id: AccountFilter = None,
+        type: TypeFilter = None,  # noqa: A002 - the documented query parameter
         page_size: PageSize = 100,
         page_token: PageToken = "",
     ) -> ConversationPage:
         owner = check_list_owner_filter(caller.agent_id, caller.permission, owner_id)
+        filters = conversations.ListFilters(status=status, tag=tag, account_id=account_id, type=type)
         rows, token = await conversations.list_conversations(
-            caller.customer_id, owner, page_size, page_token, tag=tag
+            caller.customer_id, owner, page_size, page_token, filters=filters
         )
         return ConversationPage(result=[conversation_out(r) for r in rows], next_page_token=token)
 

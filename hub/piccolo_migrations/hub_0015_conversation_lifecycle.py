@@ -46,6 +46,10 @@ INDEXES = [
     # Inactivity sweep and `status` filters: open conversations by their last message.
     "CREATE INDEX conversations_open_last_message ON conversations (customer_id, tm_last_message) "
     "WHERE status = 'open' AND tm_delete IS NULL",
+    # The list filters, each in the listing's keyset order.
+    "CREATE INDEX conversations_status_page ON conversations (customer_id, status, tm_create, id)",
+    "CREATE INDEX conversations_account_page ON conversations (customer_id, account_id, tm_create, id)",
+    "CREATE INDEX conversations_type_page ON conversations (customer_id, type, tm_create, id)",
 ]
 
 

@@ -66,12 +66,13 @@ async def scenario(url: str) -> None:
         assert [r["name"] for r in rows] == [f"SMS · +1415555000{n}" for n in range(3)]
         assert all(r["tags"] == "[]" and r["tm_create"] == stamp for r in rows)
 
+        vip = conversations.ListFilters(tag="vip")
         await conversations.update_conversation(customer_id, ids[0], {"tags": ["VIP", "billing"]})
         await conversations.change_tags(customer_id, ids[2], uuid.uuid4(), ADMIN, add=["vip"])
-        listed, _ = await conversations.list_conversations(customer_id, None, 10, "", tag="vip")
+        listed, _ = await conversations.list_conversations(customer_id, None, 10, "", filters=vip)
         assert {r["id"] for r in listed} == {ids[0], ids[2]}
         await conversations.change_tags(customer_id, ids[0], uuid.uuid4(), ADMIN, remove=["vip"])
-        listed, _ = await conversations.list_conversations(customer_id, None, 10, "", tag="vip")
+        listed, _ = await conversations.list_conversations(customer_id, None, 10, "", filters=vip)
         assert [r["id"] for r in listed] == [ids[2]]
     finally:
         await db.stop(engine)

@@ -74,7 +74,7 @@ async def get_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str
     return await get_scoped(Conversation, customer_id, conversation_id)
 
 
-def _updated_event(row: dict[str, Any], previous_owner_id: UUID | None = None):
+def updated_event(row: dict[str, Any], previous_owner_id: UUID | None = None):
     return events.event_row(
         events.CONVERSATION_UPDATED,
         row["customer_id"],
@@ -107,7 +107,7 @@ async def update_conversation(
         if tags is None:
             before = await get_conversation(customer_id, conversation_id)
         else:
-            before = await _locked(customer_id, conversation_id)
+            before = await locked_conversation(customer_id, conversation_id)
         if "owner_id" in values:
             await _validate_owner(customer_id, values["owner_id"])
             values["owner_type"] = owner_type_for(values["owner_id"])
@@ -120,7 +120,7 @@ async def update_conversation(
             Conversation.id == conversation_id
         )
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(_updated_event(row, before["owner_id"]))
+        await events.emit(updated_event(row, before["owner_id"]))
     return row
 
 
@@ -162,7 +162,7 @@ async def forget_last_message(conversation_id: UUID, message_id: UUID) -> None:
     ).where(Conversation.id == conversation_id)
 
 
-async def _locked(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
+async def locked_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
     """The live conversation, its row locked until the transaction ends (PostgreSQL; SQLite
     serialises writers anyway), so read-modify-write changes such as tag edits never lose one."""
     await get_conversation(customer_id, conversation_id)
@@ -183,7 +183,7 @@ async def change_tags(
     added = normalize_tags(add)
     removed = {normalize_tag(t) for t in remove}
     async with transaction(current_engine()):
-        row = await _locked(customer_id, conversation_id)
+        row = await locked_conversation(customer_id, conversation_id)
         check_owner_or_admin(agent_id, permission, row["owner_id"], "tag")
         current = tags_of(row)
         tags = normalize_tags(
@@ -193,7 +193,7 @@ async def change_tags(
             return row
         await store_tags(row, tags)
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(_updated_event(row))
+        await events.emit(updated_event(row))
     return row
 
 
@@ -215,7 +215,7 @@ async def unassign(
         row = await get_conversation(customer_id, conversation_id)
         if not changed:
             check_unassign(agent_id, permission, row["owner_id"])
-        await events.emit(_updated_event(row, previous_owner_id if changed else None))
+        await events.emit(updated_event(row, previous_owner_id if changed else None))
     return row
 
 
@@ -232,7 +232,7 @@ async def unassign_all(customer_id: UUID, agent_id: UUID) -> None:
         )
         .returning(*Conversation.all_columns())
     )
-    await events.emit(*[_updated_event(row, agent_id) for row in rows])
+    await events.emit(*[updated_event(row, agent_id) for row in rows])
 
 
 async def delete_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:

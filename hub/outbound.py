@@ -63,6 +63,8 @@ async def create_outgoing(
         return _same_conversation(first, conversation_id), False
     if not text and not medias:
         raise BadRequest("a message needs text or medias")
+    if conversation.get("status") == "closed":
+        raise Conflict("the conversation is closed; reopen it to send")
     account = (
         await Account.select(Account.type)
         .where(Account.id == conversation["account_id"], Account.tm_delete.is_null())

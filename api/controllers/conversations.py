@@ -20,7 +20,7 @@ from api.schemas import (
     TagsAdd,
     given,
 )
-from hub import conversations, messages, outbound
+from hub import conversations, lifecycle, messages, outbound
 from hub.models import ConversationOut, Media, MessageOut, conversation_out, message_out
 from hub.permissions import check_list_owner_filter
 
@@ -163,6 +163,33 @@ class ConversationController(Controller):
     ) -> ConversationOut:
         row = await conversations.change_tags(
             caller.customer_id, conversation_id, caller.agent_id, caller.permission, remove=[tag]
+        )
+        return conversation_out(row)
+
+    @post(
+        "/{conversation_id:str}/close",
+        status_code=200,
+        summary="Close (owner or admin/manager): no new messages match it; its running activeflows stop",
+    )
+    async def close(
+        self, request: Request, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
+    ) -> ConversationOut:
+        closed = await lifecycle.close_conversation(
+            caller.customer_id, conversation_id, "api", caller.agent_id, caller.permission
+        )
+        await temporal.tell_stopped(request.app.state.temporal, closed.stopped_workflow_ids)
+        return conversation_out(closed.conversation)
+
+    @post(
+        "/{conversation_id:str}/reopen",
+        status_code=200,
+        summary="Reopen (owner or admin/manager); 409 when a participant is in another open conversation",
+    )
+    async def reopen(
+        self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
+    ) -> ConversationOut:
+        row = await lifecycle.reopen_conversation(
+            caller.customer_id, conversation_id, caller.agent_id, caller.permission
         )
         return conversation_out(row)
 

@@ -1,0 +1,95 @@
+"""Conversation lifecycle: close and reopen, and what closing does to the conversation's runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from hub import events
+from hub.conversations import get_conversation, locked_conversation, updated_event
+from hub.db import current_engine, transaction
+from hub.errors import BadRequest
+from hub.permissions import check_owner_or_admin
+from hub.repo import now
+from hub.tables import Activeflow, Conversation
+
+CLOSE_REASONS = ("api", "flow", "inactivity")
+CLOSED_RUN_REASON = "conversation closed"
+
+
+@dataclass
+class Closed:
+    conversation: dict[str, Any]
+    # Whether this call closed it (False: it was closed already; nothing was written).
+    changed: bool
+    # Workflows of the runs this close stopped: they are told to stop after the commit.
+    stopped_workflow_ids: list[str] = field(default_factory=list)
+
+
+async def close_conversation(
+    customer_id: UUID,
+    conversation_id: UUID,
+    reason: str,
+    agent_id: UUID | None = None,
+    permission: int = 0,
+) -> Closed:
+    """Closes an open conversation (`agent_id` given: the owning agent or admin/manager only):
+    status `closed`, its running activeflows `stopped`, one `conversation_updated`. Closing a
+    closed conversation changes nothing."""
+    if reason not in CLOSE_REASONS:
+        raise BadRequest(f"closed_reason must be one of {', '.join(CLOSE_REASONS)}")
+    async with transaction(current_engine()):
+        row = await locked_conversation(customer_id, conversation_id)
+        if agent_id is not None:
+            check_owner_or_admin(agent_id, permission, row["owner_id"], "close")
+        if row["status"] == "closed":
+            return Closed(row, changed=False)
+        stamp = now()
+        await Conversation.update(
+            {
+                Conversation.status: "closed",
+                Conversation.tm_closed: stamp,
+                Conversation.closed_reason: reason,
+                Conversation.tm_update: stamp,
+            }
+        ).where(Conversation.id == conversation_id)
+        stopped = await _stop_runs(conversation_id)
+        row = await get_conversation(customer_id, conversation_id)
+        await events.emit(updated_event(row))
+    return Closed(row, changed=True, stopped_workflow_ids=stopped)
+
+
+async def reopen_conversation(
+    customer_id: UUID, conversation_id: UUID, agent_id: UUID, permission: int
+) -> dict[str, Any]:
+    """Opens a closed conversation again (the owning agent or admin/manager); an open one stays."""
+    async with transaction(current_engine()):
+        row = await locked_conversation(customer_id, conversation_id)
+        check_owner_or_admin(agent_id, permission, row["owner_id"], "reopen")
+        if row["status"] == "open":
+            return row
+        await Conversation.update(
+            {
+                Conversation.status: "open",
+                Conversation.tm_closed: None,
+                Conversation.closed_reason: "",
+                Conversation.tm_update: now(),
+            }
+        ).where(Conversation.id == conversation_id)
+        row = await get_conversation(customer_id, conversation_id)
+        await events.emit(updated_event(row))
+    return row
+
+
+async def _stop_runs(conversation_id: UUID) -> list[str]:
+    """Marks the conversation's running activeflows stopped (recovery never starts a stopped one);
+    returns their workflow ids, to be told to stop."""
+    rows = (
+        await Activeflow.update(
+            {Activeflow.status: "stopped", Activeflow.reason: CLOSED_RUN_REASON, Activeflow.tm_update: now()}
+        )
+        .where(Activeflow.conversation_id == conversation_id, Activeflow.status == "running")
+        .returning(Activeflow.workflow_id)
+    )
+    return [r["workflow_id"] for r in rows]

@@ -1,0 +1,100 @@
+"""Conversation close and reopen (issue 15, item 1): permissions, idempotence, events, sends into
+a closed conversation (409), and closing stopping the conversation's running activeflows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers import make_tenant, wait_for
+from tests.integration.test_conversation_api import assert_error, events_of, new_conversation, put
+from tests.integration.test_flows import inbound, outgoing_texts, reply, runs_of, setup_flow
+
+
+async def close(client, member, cid):
+    return await client.post(f"/v1.0/conversations/{cid}/close", headers=member.headers)
+
+
+async def reopen(client, member, cid):
+    return await client.post(f"/v1.0/conversations/{cid}/reopen", headers=member.headers)
+
+
+async def test_close_and_reopen_permissions_and_events(client):
+    tenant = await make_tenant()
+    cid = (await new_conversation(client, tenant))["id"]
+    # A plain agent that does not own it may do neither; another tenant sees nothing.
+    assert_error(await close(client, tenant.agent, cid), 403, "forbidden")
+    other = await make_tenant()
+    assert_error(await close(client, other.admin, cid), 404, "not_found")
+    assert_error(await reopen(client, other.admin, cid), 404, "not_found")
+
+    response = await close(client, tenant.manager, cid)
+    assert response.status_code == 200, response.text
+    closed = response.json()
+    assert closed["status"] == "closed" and closed["closed_reason"] == "api" and closed["tm_closed"]
+    # Closing again changes nothing and emits nothing.
+    assert (await close(client, tenant.admin, cid)).json()["tm_closed"] == closed["tm_closed"]
+    assert_error(await reopen(client, tenant.agent, cid), 403, "forbidden")
+    opened = (await reopen(client, tenant.admin, cid)).json()
+    assert opened["status"] == "open" and opened["tm_closed"] is None and opened["closed_reason"] == ""
+    assert (await reopen(client, tenant.admin, cid)).json()["status"] == "open"
+
+    # The owning agent may close and reopen its own conversation.
+    await put(client, tenant.admin, cid, {"owner_id": str(tenant.agent.id)})
+    assert (await close(client, tenant.agent, cid)).json()["status"] == "closed"
+    assert_error(await close(client, tenant.other_agent, cid), 403, "forbidden")
+    assert (await reopen(client, tenant.agent, cid)).json()["status"] == "open"
+
+    updates = await events_of(cid, "conversation_updated")
+    assert [(e["status"], e["closed_reason"], e["owner_id"] == str(tenant.agent.id)) for e in updates] == [
+        ("closed", "api", False),
+        ("open", "", False),
+        ("open", "", True),
+        ("closed", "api", True),
+        ("open", "", True),
+    ]
+    # The status filter follows.
+    await close(client, tenant.admin, cid)
+    params = {"status": "closed"}
+    listed = await client.get("/v1.0/conversations", params=params, headers=tenant.admin.headers)
+    assert [c["id"] for c in listed.json()["result"]] == [cid]
+
+
+async def test_sending_into_a_closed_conversation_is_409(client):
+    tenant = await make_tenant()
+    cid = (await new_conversation(client, tenant))["id"]
+    await close(client, tenant.admin, cid)
+    response = await client.post(
+        f"/v1.0/conversations/{cid}/messages", json={"text": "hello?"}, headers=tenant.admin.headers
+    )
+    assert "closed" in assert_error(response, 409, "conflict")["message"]
+    listed = await client.get(f"/v1.0/conversations/{cid}/messages", headers=tenant.admin.headers)
+    assert [m["direction"] for m in listed.json()["result"]] == ["incoming"]
+    await reopen(client, tenant.admin, cid)
+    response = await client.post(
+        f"/v1.0/conversations/{cid}/messages", json={"text": "hello again"}, headers=tenant.admin.headers
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.usefixtures("worker")
+async def test_closing_stops_the_running_activeflows(client, temporal_env):
+    actions = [{"id": "wait", "type": "sleep", "option": {"duration_ms": 60_000}}, reply("too late")]
+    tenant, _ = await setup_flow(client, actions)
+    await inbound(client, tenant)
+    [run] = await wait_for(lambda: runs_of(tenant))
+    handle = temporal_env.client.get_workflow_handle(run["workflow_id"])
+    # Asleep in its first action: the stop must wake it.
+    await wait_for(lambda: _in_action(client, tenant, run["id"], "wait"))
+    response = await close(client, tenant.admin, run["conversation_id"])
+    assert response.status_code == 200, response.text
+    assert await asyncio.wait_for(handle.result(), 20) == "stopped"
+    [final] = await runs_of(tenant)
+    assert (final["status"], final["reason"]) == ("stopped", "conversation closed")
+    assert await outgoing_texts(tenant) == []
+
+
+async def _in_action(client, tenant, activeflow_id, action_id) -> bool:
+    response = await client.get(f"/v1.0/activeflows/{activeflow_id}", headers=tenant.admin.headers)
+    return response.json().get("current_action_id") == action_id

@@ -117,3 +117,13 @@ class DeliverShardResult:
     delivered: int = 0
     failed: int = 0
     retried: int = 0
+
+
+@dataclass
+class InactivitySweepInput:
+    batch_size: int = 500
+
+
+@dataclass
+class InactivitySweepResult:
+    closed: int = 0

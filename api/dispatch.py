@@ -1,5 +1,6 @@
-"""Starting the webhook relay and delivery shards. Idempotent by workflow id: every worker ensures
-them on start and then periodically, and whichever start comes first wins."""
+"""Starting the long-running workflows: webhook relay, delivery shards, inactivity sweep.
+Idempotent by workflow id: every worker ensures them on start and then periodically, and
+whichever start comes first wins."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from hub.settings import Settings
+from workflows.inactivity import SWEEP_WORKFLOW_ID, InactivitySweepWorkflow, InactivitySweepWorkflowInput
 from workflows.webhooks import (
     RELAY_WORKFLOW_ID,
     DeliveryShardInput,
@@ -18,7 +20,7 @@ from workflows.webhooks import (
 
 
 async def ensure_dispatchers(client: Client, settings: Settings) -> None:
-    """Starts `webhook-relay` and `webhook-shard-0..n-1` unless they are running already."""
+    """Starts `webhook-relay`, `webhook-shard-0..n-1` and `inactivity-sweep` unless they run already."""
     policies = {
         "task_queue": settings.temporal_task_queue,
         "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
@@ -45,3 +47,9 @@ async def ensure_dispatchers(client: Client, settings: Settings) -> None:
             id=shard_workflow_id(shard),
             **policies,
         )
+    await client.start_workflow(
+        InactivitySweepWorkflow.run,
+        InactivitySweepWorkflowInput(sweep_s=settings.inactivity_sweep_s),
+        id=SWEEP_WORKFLOW_ID,
+        **policies,
+    )

@@ -202,6 +202,18 @@ class CustomerUpdate(Struct, kw_only=True):
     name: Name | UnsetType = UNSET
     webhook_uri: Annotated[str, Meta(max_length=2048)] | UnsetType = UNSET
     webhook_method: Literal["POST", "PUT", "PATCH"] | UnsetType = UNSET
+    inactivity_close_s: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=366 * 24 * 3600,
+                description="close open conversations with no message in either direction for this "
+                "many seconds (0 = never)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class CustomerWithSecret(CustomerOut, kw_only=True):

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.flows import FlowActivities
+from activities.lifecycle import LifecycleActivities
 from activities.messages import MessageActivities
 from activities.publish import EventPublisher
 from activities.webhook_http import WebhookSender
@@ -22,12 +23,19 @@ from api.metrics import start_worker_metrics
 from hub import activeflows, db, outbound
 from hub.settings import Settings
 from workflows.activeflow import ActiveflowWorkflow
+from workflows.inactivity import InactivitySweepWorkflow
 from workflows.send import SendMessageWorkflow
 from workflows.webhooks import WebhookDeliveryShardWorkflow, WebhookRelayWorkflow
 
 log = logging.getLogger("hub.worker")
 
-WORKFLOWS = [SendMessageWorkflow, ActiveflowWorkflow, WebhookRelayWorkflow, WebhookDeliveryShardWorkflow]
+WORKFLOWS = [
+    SendMessageWorkflow,
+    ActiveflowWorkflow,
+    WebhookRelayWorkflow,
+    WebhookDeliveryShardWorkflow,
+    InactivitySweepWorkflow,
+]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -48,6 +56,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         EventPublisher(settings.redis_url),
         settings,
     )
+    lifecycle = LifecycleActivities()
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -62,6 +71,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             flows.finish,
             webhook_activities.relay_events,
             webhook_activities.deliver_webhooks,
+            lifecycle.inactivity_sweep,
         ],
     )
 

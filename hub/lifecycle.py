@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from hub import events
+from hub import events, metrics
 from hub.conversations import get_conversation, locked_conversation, updated_event
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.permissions import check_owner_or_admin
 from hub.repo import now
-from hub.tables import Activeflow, Conversation
+from hub.tables import Activeflow, Conversation, Customer
 
 CLOSE_REASONS = ("api", "flow", "inactivity")
 CLOSED_RUN_REASON = "conversation closed"
@@ -57,6 +58,7 @@ async def close_conversation(
         stopped = await _stop_runs(conversation_id)
         row = await get_conversation(customer_id, conversation_id)
         await events.emit(updated_event(row))
+    metrics.conversations_closed(reason)
     return Closed(row, changed=True, stopped_workflow_ids=stopped)
 
 
@@ -93,3 +95,52 @@ async def _stop_runs(conversation_id: UUID) -> list[str]:
         .returning(Activeflow.workflow_id)
     )
     return [r["workflow_id"] for r in rows]
+
+
+async def close_inactive(batch_size: int = 500) -> list[Closed]:
+    """Closes (reason `inactivity`) up to `batch_size` open conversations per customer that had no
+    message for the customer's `inactivity_close_s`. Each close is conditional on the conversation
+    still being open and still quiet, in the transaction of its event: a sweep that runs twice, or
+    races a new message, never closes twice or closes a conversation that just spoke."""
+    customers = await Customer.select(Customer.id, Customer.inactivity_close_s).where(
+        Customer.inactivity_close_s > 0, Customer.tm_delete.is_null()
+    )
+    closed: list[Closed] = []
+    for customer in customers:
+        cutoff = now() - timedelta(seconds=customer["inactivity_close_s"])
+        quiet = Conversation.tm_last_message.is_null() & (Conversation.tm_create < cutoff)
+        due = (Conversation.tm_last_message < cutoff) | quiet
+        candidates = (
+            await Conversation.select(Conversation.id)
+            .where(
+                Conversation.customer_id == customer["id"],
+                Conversation.status == "open",
+                Conversation.tm_delete.is_null(),
+                due,
+            )
+            .order_by(Conversation.tm_last_message)
+            .limit(batch_size)
+        )
+        for candidate in candidates:
+            async with transaction(current_engine()):
+                stamp = now()
+                rows = (
+                    await Conversation.update(
+                        {
+                            Conversation.status: "closed",
+                            Conversation.tm_closed: stamp,
+                            Conversation.closed_reason: "inactivity",
+                            Conversation.tm_update: stamp,
+                        }
+                    )
+                    .where(Conversation.id == candidate["id"], Conversation.status == "open", due)
+                    .returning(*Conversation.all_columns())
+                )
+                if not rows:
+                    continue  # a message came, or another sweep or an agent closed it meanwhile
+                stopped = await _stop_runs(candidate["id"])
+                await events.emit(updated_event(rows[0]))
+            closed.append(Closed(rows[0], changed=True, stopped_workflow_ids=stopped))
+    if closed:
+        metrics.conversations_closed("inactivity", len(closed))
+    return closed

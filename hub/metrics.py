@@ -13,8 +13,7 @@ INBOUND_MESSAGES = Counter(
 )
 OUTBOUND_MESSAGES = Counter(
     "hub_outbound_messages",
-    "Attempts to hand an outgoing message to its provider, by channel and outcome "
-    "(done, failed, retried)",
+    "Attempts to hand an outgoing message to its provider, by channel and outcome (done, failed, retried)",
     ["channel", "outcome"],
 )
 ACTIVEFLOW_STARTS = Counter(
@@ -31,6 +30,11 @@ WEBHOOK_ATTEMPTS = Counter(
     "hub_webhook_attempts",
     "Webhook delivery attempts, by outcome (delivered, failed)",
     ["outcome"],
+)
+CONVERSATIONS_CLOSED = Counter(
+    "hub_conversations_closed",
+    "Conversations closed, by reason (api, flow, inactivity)",
+    ["reason"],
 )
 HTTP_REQUEST_DURATION = Histogram(
     "hub_http_request_duration_seconds",
@@ -57,3 +61,7 @@ def activeflow_end(status: str) -> None:
 
 def webhook_attempt(outcome: str) -> None:
     WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+
+
+def conversations_closed(reason: str, count: int = 1) -> None:
+    CONVERSATIONS_CLOSED.labels(reason=reason).inc(count)

@@ -30,6 +30,8 @@ class CustomerOut(msgspec.Struct, kw_only=True):
     # Set when the endpoint answered 410 Gone: nothing is sent to it until the next PUT.
     webhook_disabled_at: datetime | None = None
     webhook_disabled_reason: str = ""
+    # Open conversations quiet (no message either way) for this many seconds are closed; 0 = never.
+    inactivity_close_s: int = 0
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None

@@ -83,6 +83,9 @@ class Settings:
     # How often the relay and the shards look for new work, and how long one activity round runs.
     webhook_poll_interval_s: float = 0.1
     webhook_round_s: float = 60.0
+    # How often the inactivity sweep closes conversations quiet for longer than their customer's
+    # `inactivity_close_s` (so a close lands at most this long after it is due).
+    inactivity_sweep_s: float = 30.0
     # A relay or shard round whose worker stops heartbeating (died) restarts elsewhere after this.
     webhook_heartbeat_timeout_s: float = 20.0
     # After a secret rotation the previous secret also signs deliveries for this long.

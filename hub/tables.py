@@ -33,6 +33,8 @@ class Customer(Table, tablename="customers"):
     # Set when the endpoint answered 410 Gone: nothing is sent until the next PUT re-enables it.
     webhook_disabled_at = Timestamptz(null=True, default=None)
     webhook_disabled_reason = Text(default="")
+    # Open conversations with no message in either direction for this long are closed; 0 = never.
+    inactivity_close_s = Integer(default=0)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)

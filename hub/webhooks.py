@@ -66,13 +66,17 @@ async def get_customer(customer_id: UUID) -> dict[str, Any]:
     return row
 
 
+CUSTOMER_FIELDS = ("name", "webhook_uri", "webhook_method", "inactivity_close_s")
+
+
 async def configure(
     customer_id: UUID, values: dict[str, Any], allow_private: bool
 ) -> tuple[dict[str, Any], str | None]:
-    """Partial update of name, webhook_uri and webhook_method. Setting either webhook field enables
+    """Partial update of name, webhook_uri, webhook_method and the conversation settings
+    (`inactivity_close_s`). Setting either webhook field enables
     an endpoint that was disabled (410 Gone). Returns the customer and, when this call created the
     signing secret (the first endpoint), that secret: the only time it is shown."""
-    values = {k: v for k, v in values.items() if k in ("name", "webhook_uri", "webhook_method")}
+    values = {k: v for k, v in values.items() if k in CUSTOMER_FIELDS}
     if "webhook_uri" in values or "webhook_method" in values:
         values["webhook_disabled_at"], values["webhook_disabled_reason"] = None, ""
     if values.get("webhook_uri"):

@@ -1,5 +1,6 @@
 """Conversation lifecycle and inbox fields: status (open/closed), tm_closed, closed_reason, the link
-to the previous conversation, and tm_last_message / last_message filled from existing messages."""
+to the previous conversation, tm_last_message / last_message filled from existing messages, and the
+customers' `inactivity_close_s` (0: existing customers close nothing by inactivity)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
@@ -16,6 +17,7 @@ COLUMNS = [
     "ALTER TABLE conversations ADD COLUMN previous_conversation_id UUID",
     "ALTER TABLE conversations ADD COLUMN tm_last_message TIMESTAMPTZ",
     "ALTER TABLE conversations ADD COLUMN last_message TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE customers ADD COLUMN inactivity_close_s INTEGER NOT NULL DEFAULT 0",
 ]
 
 # Each conversation's latest live message (ties broken by id, as lists order them).

@@ -19,7 +19,6 @@ from tests.helpers import make_tenant, open_conversation, wait_for
 from tests.integration.test_worker_crash import worker_process
 from workflows.inactivity import InactivitySweepWorkflow, InactivitySweepWorkflowInput
 
-
 QUIET_S = 8
 
 

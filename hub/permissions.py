@@ -36,6 +36,13 @@ def check_unassign(agent_id: UUID, permission: int, current_owner_id: UUID) -> N
     raise Forbidden("only the owning agent or an admin or manager may unassign this conversation")
 
 
+def check_participants(agent_id: UUID, permission: int, current_owner_id: UUID) -> None:
+    """Adding and removing participants: the owning agent or an admin or manager."""
+    if is_admin_or_manager(permission) or current_owner_id == agent_id:
+        return
+    raise Forbidden("only the owning agent or an admin or manager may change the participants")
+
+
 def check_grant(caller_permission: int, requested: int) -> None:
     """A caller grants only bits it holds itself; an admin may grant every bit."""
     if caller_permission & ADMIN:

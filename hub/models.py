@@ -159,8 +159,9 @@ class MessageOut(msgspec.Struct, kw_only=True):
     tm_delivered: datetime | None = None
     # The provider's raw message type (LINE: text, image, sticker, location, ...); "" = plain text.
     content_type: str = ""
-    # The participant it came from or went to, and that participant's channel (sms, line, email).
+    # The participant it came from or went to, its account and channel (sms, line, email).
     participant_id: UUID | None = None
+    account_id: UUID | None = None
     channel: str = ""
     tm_create: datetime | None
     tm_update: datetime | None

@@ -298,11 +298,6 @@ async def conversation_with_participants(row: dict[str, Any]):
     return conversation_out(row, await participants_of(row["id"]))
 
 
-async def conversations_with_participants(rows: list[dict[str, Any]]) -> list:
-    found = await live_participants([r["id"] for r in rows])
-    return [conversation_out(r, found[str(r["id"])]) for r in rows]
-
-
 async def list_participants(customer_id: UUID, conversation_id: UUID, page_size: int, page_token: str):
     await get_scoped(Conversation, customer_id, conversation_id)
     return await fetch_page(
@@ -395,19 +390,22 @@ async def _add(
     account_id: UUID,
     address: Address,
 ) -> dict[str, Any]:
-    conversation = await get_scoped(Conversation, customer_id, conversation_id)
+    # Locked first: changes of one conversation's participants queue here.
+    conversation = await _first_locked(
+        Conversation.select().where(
+            Conversation.id == conversation_id,
+            Conversation.customer_id == customer_id,
+            Conversation.tm_delete.is_null(),
+        )
+    )
+    if conversation is None:
+        raise NotFound(f"conversation {conversation_id} not found")
     check_participants(agent_id, permission, conversation["owner_id"])
     address = normalized_address(address)
     account = await _account_for(customer_id, account_id, address.type)
     contact = await find_contact(customer_id, address.type, address.target)
     if not address.target_name and contact:
         address = msgspec.structs.replace(address, target_name=contact["name"])
-    conversation = await _first_locked(
-        Conversation.select().where(Conversation.id == conversation_id, Conversation.tm_delete.is_null())
-    )
-    if conversation is None:
-        raise NotFound(f"conversation {conversation_id} not found")
-    check_participants(agent_id, permission, conversation["owner_id"])
     stamp = now()
     from hub.inbound import self_address_of  # inbound imports this module
 

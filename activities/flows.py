@@ -90,12 +90,16 @@ class FlowActivities:
     async def store_and_deliver(self, data: FlowSendInput) -> FlowSendResult:
         customer_id = uuid.UUID(data.customer_id)
         try:
+            # conversation_send: the participant outbound selection picks; message_send: the
+            # destination's own participant.
+            participant_id = None
             if data.conversation_id:
                 conversation = await get_conversation(customer_id, uuid.UUID(data.conversation_id))
             else:
-                conversation = await inbound.room_for_destination(
+                room = await inbound.room_for_destination(
                     customer_id, uuid.UUID(data.account_id), data.destination
                 )
+                conversation, participant_id = room.conversation, room.participant["id"]
             message, _ = await outbound.create_outgoing(
                 customer_id,
                 conversation["id"],
@@ -104,6 +108,7 @@ class FlowActivities:
                 idempotency_key=f"activeflow:{data.activeflow_id}:{data.step}",
                 activeflow_id=uuid.UUID(data.activeflow_id),
                 message_id=uuid.UUID(data.message_id) if data.message_id else None,
+                participant_id=participant_id,
             )
         except HubError as exc:
             # The conversation or account is gone, the text is empty...: retrying cannot help.
@@ -112,7 +117,7 @@ class FlowActivities:
         return FlowSendResult(
             message_id=str(message["id"]),
             conversation_id=str(conversation["id"]),
-            account_id=str(conversation["account_id"]),
+            account_id=str(message["account_id"]),
             status=delivered.status,
         )
 

@@ -64,12 +64,11 @@ class MessageActivities:
         if message["status"] != outbound.PROGRESSING:
             # A retry after the outcome was recorded: nothing to send again.
             return DeliverResult(status=message["status"], reason=message["reason"])
-        peer = msgspec.json.decode(delivery.conversation["peer_address"])
-        me = msgspec.json.decode(delivery.conversation["self_address"])
+        # The participant the message was recorded for: its address and our side of it.
         out = Outgoing(
             message_id=str(message_id),
-            to=peer.get("target", ""),
-            sender=me.get("target", "") or account["number"],
+            to=delivery.to,
+            sender=delivery.sender or account["number"],
             text=message["text"],
             medias=msgspec.json.decode(message["medias"] or "[]"),
         )

@@ -28,6 +28,8 @@ OPERATION_ERRORS = {
     ("post", "/v1.0/activeflows/{activeflow_id}/stop"): {"409"},
     ("get", "/v1.0/activeflows"): {"404"},
     ("post", "/v1.0/conversations/{conversation_id}/messages"): {"409"},
+    ("post", "/v1.0/conversations/{conversation_id}/participants"): {"409"},
+    ("delete", "/v1.0/conversations/{conversation_id}/participants/{participant_id}"): {"409"},
 }
 
 

@@ -17,6 +17,7 @@ from hub.models import (
     CustomerOut,
     FlowOut,
     MessageOut,
+    ParticipantOut,
     WebhookDeliveryOut,
 )
 
@@ -142,6 +143,26 @@ class MediaIn(Struct, kw_only=True):
 class MessageCreate(Struct, kw_only=True):
     text: Annotated[str, Meta(max_length=5000)] = ""
     medias: Annotated[list[MediaIn], Meta(max_length=10)] = []
+    # The participant to send through; omitted: the most recently active one that can carry it.
+    participant_id: UUID | None = None
+
+
+class ParticipantAddressIn(Struct, kw_only=True):
+    type: Literal["tel", "line", "email"]
+    target: Annotated[str, Meta(min_length=1, max_length=255)]
+    target_name: Name = ""
+
+
+class ParticipantCreate(Struct, kw_only=True):
+    """An address reached through one of the customer's accounts (of the address's channel)."""
+
+    account_id: UUID
+    address: ParticipantAddressIn
+
+
+class ParticipantPage(Struct):
+    result: list[ParticipantOut]
+    next_page_token: str
 
 
 class AgentPage(Struct):
@@ -214,6 +235,9 @@ class CustomerUpdate(Struct, kw_only=True):
         ]
         | UnsetType
     ) = UNSET
+    # `contact` (default): an address of a contact joins the contact's open conversation;
+    # `address`: every (account, address) opens its own conversation.
+    conversation_routing: Literal["contact", "address"] | UnsetType = UNSET
 
 
 class CustomerWithSecret(CustomerOut, kw_only=True):

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import msgspec
 
+from hub import participants
 from hub.actions import parse_stored
 from hub.conversations import get_conversation
 from hub.errors import BadRequest, Conflict, NotFound
@@ -26,7 +27,11 @@ def workflow_id_for_message(message_id: UUID) -> str:
 
 
 def initial_variables(
-    conversation: dict[str, Any], message: dict[str, Any] | None, flow_id: UUID, activeflow_id: UUID
+    conversation: dict[str, Any],
+    message: dict[str, Any] | None,
+    flow_id: UUID,
+    activeflow_id: UUID,
+    live_participants: list[dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     me = msgspec.json.decode(conversation["self_address"] or "{}")
     peer = msgspec.json.decode(conversation["peer_address"] or "{}")
@@ -38,9 +43,14 @@ def initial_variables(
         "message.id": str(message["id"]) if message else "",
         "message.text": message["text"] if message else "",
         "message.direction": message["direction"] if message else "",
-        "account.id": str(conversation["account_id"]),
+        # The channel and participant the message came through (sms, line, email).
+        "message.channel": (message.get("channel") or "") if message else "",
+        "message.participant_id": str(message.get("participant_id") or "") if message else "",
+        # The account the message came through; the conversation's first one without a message.
+        "account.id": str(message["account_id"] if message else conversation["account_id"]),
         "flow.id": str(flow_id),
         "activeflow.id": str(activeflow_id),
+        **participants.variables(live_participants or []),
     }
 
 
@@ -70,7 +80,13 @@ async def create_for_message(
         status="running",
         started=False,
         variables=msgspec.json.encode(
-            initial_variables(conversation, message, flow["id"], activeflow_id)
+            initial_variables(
+                conversation,
+                message,
+                flow["id"],
+                activeflow_id,
+                await participants.participants_of(conversation["id"]),
+            )
         ).decode(),
     )
     await Activeflow.insert(row)

@@ -7,6 +7,8 @@ import re
 import msgspec
 
 ADDRESS_TYPES = ("tel", "line", "agent", "email")
+# The channel a participant's address is reached through.
+CHANNEL_OF_ADDRESS = {"tel": "sms", "line": "line", "email": "email"}
 # ASCII digits only: `\d` would let Arabic-Indic or full-width digits through to providers.
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 _TEL_STRIP = re.compile(r"[\s\-().]")

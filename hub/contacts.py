@@ -6,19 +6,22 @@ import uuid
 from typing import Any
 from uuid import UUID
 
+from piccolo.engine.postgres import PostgresEngine
+
 from hub.addresses import normalize_target
 from hub.db import current_engine, transaction
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Conflict
 from hub.models import ContactAddressOut, ContactOut
 from hub.pagination import fetch_page
 from hub.repo import get_scoped, soft_delete, update_scoped
-from hub.tables import Contact, ContactAddress
+from hub.tables import Contact, ContactAddress, Customer
 
 CONTACT_ADDRESS_TYPES = ("tel", "line", "email")
 
 
 def normalize_addresses(addresses: list[dict[str, str]]) -> list[dict[str, str]]:
     result = []
+    seen: dict[tuple[str, str], int] = {}
     for i, address in enumerate(addresses):
         kind = address["type"]
         if kind not in CONTACT_ADDRESS_TYPES:
@@ -26,8 +29,29 @@ def normalize_addresses(addresses: list[dict[str, str]]) -> list[dict[str, str]]
         target = normalize_target(kind, address["target"])
         if not target:
             raise BadRequest(f"addresses[{i}].target is not a valid {kind} address")
+        if (kind, target) in seen:
+            raise BadRequest(f"addresses[{i}] repeats addresses[{seen[kind, target]}] ({kind} {target})")
+        seen[kind, target] = i
         result.append({"type": kind, "target": target})
     return result
+
+
+async def _check_addresses_free(customer_id: UUID, contact_id: UUID, addresses: list[dict[str, str]]) -> None:
+    """An address belongs to at most one live contact of a customer (409 otherwise), so "the
+    contact of an address" is never ambiguous. Call inside the write transaction: the customer's
+    row is locked on PostgreSQL, so two writers cannot both find an address free."""
+    if not addresses:
+        return
+    query = Customer.select(Customer.id).where(Customer.id == customer_id)
+    if isinstance(current_engine(), PostgresEngine):
+        query = query.lock_rows("UPDATE")
+    await query.first()
+    for address in addresses:
+        holder = await find_contact(customer_id, address["type"], address["target"], other_than=contact_id)
+        if holder is not None:
+            raise Conflict(
+                f"address {address['type']} {address['target']} belongs to contact {holder['id']} already"
+            )
 
 
 async def _replace_addresses(customer_id: UUID, contact_id: UUID, addresses: list[dict[str, str]]) -> None:
@@ -83,6 +107,7 @@ async def create_contact(
     addresses = normalize_addresses(addresses)
     contact_id = uuid.uuid4()
     async with transaction(current_engine()):
+        await _check_addresses_free(customer_id, contact_id, addresses)
         await Contact.insert(Contact(id=contact_id, customer_id=customer_id, name=name, detail=detail))
         await _replace_addresses(customer_id, contact_id, addresses)
     return await contact_out(await get_scoped(Contact, customer_id, contact_id))
@@ -107,6 +132,7 @@ async def update_contact(customer_id: UUID, contact_id: UUID, values: dict[str, 
     async with transaction(current_engine()):
         row = await update_scoped(Contact, customer_id, contact_id, values)
         if addresses is not None:
+            await _check_addresses_free(customer_id, contact_id, addresses)
             await _replace_addresses(customer_id, contact_id, addresses)
     return await contact_out(row)
 
@@ -118,25 +144,32 @@ async def delete_contact(customer_id: UUID, contact_id: UUID) -> ContactOut:
     return await contact_out(row)
 
 
-async def find_contact_name(customer_id: UUID, address_type: str, target: str) -> str:
-    """The name of the first contact (oldest) holding this normalised address, or ""."""
+async def find_contact(
+    customer_id: UUID, address_type: str, target: str, other_than: UUID | None = None
+) -> dict[str, Any] | None:
+    """The live contact (id, name) holding this normalised address, or None. Addresses are unique
+    per customer since participants; of contacts that shared one before, the oldest holds it."""
     if not target:
-        return ""
-    hit = (
-        await ContactAddress.select(ContactAddress.contact_id)
-        .where(
-            ContactAddress.customer_id == customer_id,
-            ContactAddress.type == address_type,
-            ContactAddress.target == target,
-        )
-        .output(as_list=True)
-    )
+        return None
+    conditions = [
+        ContactAddress.customer_id == customer_id,
+        ContactAddress.type == address_type,
+        ContactAddress.target == target,
+    ]
+    if other_than is not None:
+        conditions.append(ContactAddress.contact_id != other_than)
+    hit = await ContactAddress.select(ContactAddress.contact_id).where(*conditions).output(as_list=True)
     if not hit:
-        return ""
-    row = (
-        await Contact.select(Contact.name)
+        return None
+    return (
+        await Contact.select(Contact.id, Contact.name)
         .where(Contact.id.is_in(hit), Contact.tm_delete.is_null())
         .order_by(Contact.tm_create)
         .first()
     )
-    return row["name"] if row else ""
+
+
+async def find_contact_name(customer_id: UUID, address_type: str, target: str) -> str:
+    """The name of the contact holding this normalised address, or ""."""
+    contact = await find_contact(customer_id, address_type, target)
+    return contact["name"] if contact else ""

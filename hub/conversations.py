@@ -1,18 +1,13 @@
-"""Conversations: listing, reading, assignment, deletion, and room matching by upsert."""
+"""Conversations: listing, reading, assignment, deletion (room matching: hub/participants.py)."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import msgspec
-
-from hub import events
+from hub import events, participants
 from hub.accounts import CONVERSATION_TYPE
-from hub.addresses import Address
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.models import conversation_out, last_message_json
@@ -74,15 +69,22 @@ async def get_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str
     return await get_scoped(Conversation, customer_id, conversation_id)
 
 
-def updated_event(row: dict[str, Any], previous_owner_id: UUID | None = None):
+def updated_event(
+    row: dict[str, Any], previous_owner_id: UUID | None = None, live: list[dict[str, Any]] | None = None
+):
     return events.event_row(
         events.CONVERSATION_UPDATED,
         row["customer_id"],
-        conversation_out(row),
+        conversation_out(row, live),
         conversation_id=row["id"],
         owner_id=row["owner_id"],
         previous_owner_id=previous_owner_id,
     )
+
+
+async def updated_event_now(row: dict[str, Any], previous_owner_id: UUID | None = None):
+    """`conversation_updated` for `row`, with its live participants read now."""
+    return updated_event(row, previous_owner_id, await participants.participants_of(row["id"]))
 
 
 async def _validate_owner(customer_id: UUID, owner_id: UUID) -> None:
@@ -120,7 +122,8 @@ async def update_conversation(
             Conversation.id == conversation_id
         )
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(updated_event(row, before["owner_id"]))
+        live = await participants.participants_of(row["id"])
+        await events.emit(updated_event(row, before["owner_id"], live))
     return row
 
 
@@ -193,7 +196,7 @@ async def change_tags(
             return row
         await store_tags(row, tags)
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(updated_event(row))
+        await events.emit(await updated_event_now(row))
     return row
 
 
@@ -215,7 +218,8 @@ async def unassign(
         row = await get_conversation(customer_id, conversation_id)
         if not changed:
             check_unassign(agent_id, permission, row["owner_id"])
-        await events.emit(updated_event(row, previous_owner_id if changed else None))
+        live = await participants.participants_of(row["id"])
+        await events.emit(updated_event(row, previous_owner_id if changed else None, live))
     return row
 
 
@@ -232,13 +236,17 @@ async def unassign_all(customer_id: UUID, agent_id: UUID) -> None:
         )
         .returning(*Conversation.all_columns())
     )
-    await events.emit(*[updated_event(row, agent_id) for row in rows])
+    live = await participants.live_participants([row["id"] for row in rows])
+    await events.emit(*[updated_event(row, agent_id, live[str(row["id"])]) for row in rows])
 
 
 async def delete_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:
     async with transaction(current_engine()):
         await get_conversation(customer_id, conversation_id)
         stamp = now()
+        # Participants first (the lock order of hub/participants.py); a deleted conversation
+        # never matches again.
+        await participants.remove_all(conversation_id, stamp)
         await Conversation.update({Conversation.tm_delete: stamp, Conversation.tm_update: stamp}).where(
             Conversation.id == conversation_id
         )
@@ -253,82 +261,3 @@ async def delete_conversation(customer_id: UUID, conversation_id: UUID) -> dict[
             )
         )
     return row
-
-
-_UPSERT = """
-INSERT INTO conversations (id, customer_id, account_id, type, name, detail, owner_type, owner_id,
-    self_target, peer_target, self_address, peer_address, tm_create, tm_update, tm_delete)
-VALUES ({}, {}, {}, {}, {}, {}, '', {}, {}, {}, {}, {}, {}, {}, NULL)
-ON CONFLICT (customer_id, account_id, type, self_target, peer_target) WHERE tm_delete IS NULL
-DO UPDATE SET peer_target = excluded.peer_target
-RETURNING *
-"""
-
-
-async def upsert_room(
-    customer_id: UUID,
-    account_id: UUID,
-    conversation_type: str,
-    self_address: Address,
-    peer_address: Address,
-    title: tuple[str, str],
-) -> tuple[dict[str, Any], bool]:
-    """The live conversation of this room key, created if there is none; and whether it was.
-
-    One statement, so N concurrent first messages from a peer meet at the unique index and all
-    land in the same conversation. On PostgreSQL the row stays locked until the caller's
-    transaction ends, which orders concurrent writers per conversation."""
-    new_id = uuid.uuid4()
-    stamp = now()
-    rows = await Conversation.raw(
-        _UPSERT,
-        new_id,
-        customer_id,
-        account_id,
-        conversation_type,
-        title[0],
-        title[1],
-        NIL_UUID,
-        self_address.target,
-        peer_address.target,
-        msgspec.json.encode(self_address).decode(),
-        msgspec.json.encode(peer_address).decode(),
-        stamp,
-        stamp,
-    )
-    row = _typed(rows[0])
-    return row, row["id"] == new_id
-
-
-_UUID_COLUMNS = ("id", "customer_id", "account_id", "owner_id", "previous_conversation_id")
-_TIME_COLUMNS = ("tm_create", "tm_update", "tm_delete", "tm_closed", "tm_last_message")
-
-
-def _typed(row: dict[str, Any]) -> dict[str, Any]:
-    """A raw row with the Python types Piccolo's select gives (SQLite hands back text)."""
-    row = dict(row)
-    for key in _UUID_COLUMNS:
-        if isinstance(row.get(key), str):
-            row[key] = UUID(row[key])
-    for key in _TIME_COLUMNS:
-        if isinstance(row.get(key), str):
-            row[key] = datetime.fromisoformat(row[key])
-    return row
-
-
-async def find_room(
-    customer_id: UUID, account_id: UUID, conversation_type: str, self_target: str, peer_target: str
-) -> dict[str, Any] | None:
-    """The live conversation of a room key, if there is one."""
-    return (
-        await Conversation.select()
-        .where(
-            Conversation.customer_id == customer_id,
-            Conversation.account_id == account_id,
-            Conversation.type == conversation_type,
-            Conversation.self_target == self_target,
-            Conversation.peer_target == peer_target,
-            Conversation.tm_delete.is_null(),
-        )
-        .first()
-    )

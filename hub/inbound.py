@@ -8,17 +8,15 @@ from typing import Any
 
 import msgspec
 
-from hub import activeflows, events
+from hub import activeflows, events, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_tel
-from hub.contacts import find_contact_name
-from hub.conversations import find_room, record_last_message, upsert_room
+from hub.conversations import record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.models import Media, MessageReceived, conversation_out, message_out
 from hub.repo import now
 from hub.tables import Account, Conversation, Message
-from hub.titles import auto_title
 
 
 @dataclass
@@ -69,21 +67,19 @@ async def _result_for_duplicate(message: dict[str, Any]) -> InboundResult:
 
 
 async def store_inbound(inbound: InboundMessage) -> InboundResult:
-    """One transaction: room upsert (row locked on PostgreSQL), message insert deduplicated by
-    the provider's id, outbox events, and the activeflow if the conversation has no owner."""
+    """One transaction: room matching over participants (rows locked on PostgreSQL), message
+    insert deduplicated by the provider's id, outbox events, and the activeflow if the
+    conversation has no owner."""
     account = inbound.account
     conversation_type = CONVERSATION_TYPE[account["type"]]
     peer = msgspec.structs.replace(inbound.peer, target_name=inbound.peer_display_name)
-    title = auto_title(conversation_type, peer.target, inbound.peer_display_name)
     try:
         async with transaction(current_engine()):
-            conversation, created = await upsert_room(
-                account["customer_id"], account["id"], conversation_type, inbound.self_address, peer, title
-            )
-            if created and not inbound.peer_display_name:
-                # Only a new room needs a name; the contact lookup stays off the hot path.
-                conversation = await _name_from_contacts(conversation, conversation_type, peer)
             stamp = now()
+            room = await participants.match_room(
+                account, conversation_type, inbound.self_address, peer, stamp
+            )
+            conversation = room.conversation
             inserted = (
                 await Message.insert(
                     Message(
@@ -91,6 +87,8 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                         customer_id=account["customer_id"],
                         conversation_id=conversation["id"],
                         account_id=account["id"],
+                        participant_id=room.participant["id"],
+                        channel=account["type"],
                         direction="incoming",
                         status="done",
                         source=msgspec.json.encode(inbound.sender or peer).decode(),
@@ -108,45 +106,35 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
             )
             if not inserted:
                 # This provider message is stored already (a retry, or a concurrent delivery
-                # that won); undo the upsert too.
+                # that won); undo the room changes too.
                 raise _Duplicate
             message = inserted[0]
             conversation = await record_last_message(conversation, message)
-            await events.emit(*_inbound_events(conversation, message, created))
+            room.conversation = conversation
+            await events.emit(*await _room_events(room), *_message_events(conversation, message))
             activeflow = await activeflows.create_for_message(account, conversation, message)
     except _Duplicate:
         existing = await _existing(account["id"], inbound.provider_message_id)
         return await _result_for_duplicate(existing)
-    return InboundResult(conversation, message, created, duplicate=False, activeflow=activeflow)
+    return InboundResult(conversation, message, room.created, duplicate=False, activeflow=activeflow)
 
 
-async def _name_from_contacts(conversation: dict[str, Any], conversation_type: str, peer: Address):
-    known = await find_contact_name(conversation["customer_id"], peer.type, peer.target)
-    if not known:
-        return conversation
-    name, detail = auto_title(conversation_type, peer.target, known)
-    peer_address = msgspec.json.encode(msgspec.structs.replace(peer, target_name=known)).decode()
-    await Conversation.update(
-        {Conversation.name: name, Conversation.detail: detail, Conversation.peer_address: peer_address}
-    ).where(Conversation.id == conversation["id"])
-    return {**conversation, "name": name, "detail": detail, "peer_address": peer_address}
+async def _room_events(room: participants.Room) -> list:
+    """conversation_created for a new conversation, conversation_updated (with the participants)
+    when the address joined one."""
+    if room.created:
+        return [_created_event(room.conversation, [room.participant])]
+    if room.joined:
+        live = await participants.participants_of(room.conversation["id"])
+        return [participants.updated_event(room.conversation, live)]
+    return []
 
 
-def _inbound_events(conversation: dict[str, Any], message: dict[str, Any], created: bool) -> list:
+def _message_events(conversation: dict[str, Any], message: dict[str, Any]) -> list:
     customer_id, conversation_id = conversation["customer_id"], conversation["id"]
     owner_id = conversation["owner_id"]
     out = message_out(message)
     rows = []
-    if created:
-        rows.append(
-            events.event_row(
-                events.CONVERSATION_CREATED,
-                customer_id,
-                conversation_out(conversation),
-                conversation_id,
-                owner_id,
-            )
-        )
     rows.append(events.event_row(events.MESSAGE_CREATED, customer_id, out, conversation_id, owner_id))
     rows.append(
         events.event_row(
@@ -164,31 +152,35 @@ async def open_room(
     account: dict[str, Any], self_address: Address, peer: Address, display_name: str
 ) -> tuple[dict[str, Any], bool]:
     """The conversation with `peer` without a message (a LINE follow), created if it is new."""
+    room = await open_room_for(account, self_address, peer, display_name)
+    return room.conversation, room.created
+
+
+async def open_room_for(
+    account: dict[str, Any], self_address: Address, peer: Address, display_name: str
+) -> participants.Room:
     conversation_type = CONVERSATION_TYPE[account["type"]]
     peer = msgspec.structs.replace(peer, target_name=display_name)
-    title = auto_title(conversation_type, peer.target, display_name)
     async with transaction(current_engine()):
-        conversation, created = await upsert_room(
-            account["customer_id"], account["id"], conversation_type, self_address, peer, title
+        room = await participants.match_room(
+            account, conversation_type, self_address, peer, now(), active=False
         )
-        if created:
-            await events.emit(_created_event(conversation))
-    return conversation, created
+        await events.emit(*await _room_events(room))
+    return room
 
 
 async def room_exists(account: dict[str, Any], self_target: str, peer_target: str) -> bool:
-    conversation_type = CONVERSATION_TYPE[account["type"]]
-    return (
-        await find_room(account["customer_id"], account["id"], conversation_type, self_target, peer_target)
-        is not None
-    )
+    """Whether `peer_target` is a live participant at this account (`self_target`: the account's
+    own side, which no longer takes part in matching)."""
+    address_type = participants.ADDRESS_TYPE_OF_ACCOUNT.get(account["type"], "tel")
+    return await participants.participant_exists(account, address_type, peer_target)
 
 
-def _created_event(conversation: dict[str, Any]):
+def _created_event(conversation: dict[str, Any], first: list[dict[str, Any]]):
     return events.event_row(
         events.CONVERSATION_CREATED,
         conversation["customer_id"],
-        conversation_out(conversation),
+        conversation_out(conversation, first),
         conversation["id"],
         conversation["owner_id"],
     )
@@ -203,8 +195,9 @@ def self_address_of(account: dict[str, Any]) -> Address:
 
 async def room_for_destination(
     customer_id: uuid.UUID, account_id: uuid.UUID, destination: str
-) -> dict[str, Any]:
-    """The live conversation between an account and a destination, created if new (message_send)."""
+) -> participants.Room:
+    """The conversation (and participant) of an account and a destination, created if new
+    (message_send)."""
     account = (
         await Account.select()
         .where(Account.id == account_id, Account.customer_id == customer_id, Account.tm_delete.is_null())
@@ -217,8 +210,7 @@ async def room_for_destination(
         if not target:
             raise BadRequest(f"destination {destination!r} is not a phone number")
         peer = Address(type="tel", target=target)
-        known = await find_contact_name(customer_id, "tel", target)
     else:
-        peer, known = Address(type="line", target=destination.strip()), ""
-    conversation, _ = await open_room(account, self_address_of(account), peer, known)
-    return conversation
+        peer = Address(type="line", target=destination.strip())
+    # A new participant is named by its contact in room matching.
+    return await open_room_for(account, self_address_of(account), peer, "")

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from hub import events, metrics
-from hub.conversations import get_conversation, locked_conversation, updated_event
+from hub.conversations import get_conversation, locked_conversation, updated_event_now
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.permissions import check_owner_or_admin
@@ -57,7 +57,7 @@ async def close_conversation(
         ).where(Conversation.id == conversation_id)
         stopped = await _stop_runs(conversation_id)
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(updated_event(row))
+        await events.emit(await updated_event_now(row))
     metrics.conversations_closed(reason)
     return Closed(row, changed=True, stopped_workflow_ids=stopped)
 
@@ -80,7 +80,7 @@ async def reopen_conversation(
             }
         ).where(Conversation.id == conversation_id)
         row = await get_conversation(customer_id, conversation_id)
-        await events.emit(updated_event(row))
+        await events.emit(await updated_event_now(row))
     return row
 
 
@@ -139,7 +139,7 @@ async def close_inactive(batch_size: int = 500) -> list[Closed]:
                 if not rows:
                     continue  # a message came, or another sweep or an agent closed it meanwhile
                 stopped = await _stop_runs(candidate["id"])
-                await events.emit(updated_event(rows[0]))
+                await events.emit(await updated_event_now(rows[0]))
             closed.append(Closed(rows[0], changed=True, stopped_workflow_ids=stopped))
     if closed:
         metrics.conversations_closed("inactivity", len(closed))

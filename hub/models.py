@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from hub.addresses import E164_PATTERN, Address
+from hub.addresses import CHANNEL_OF_ADDRESS, E164_PATTERN, Address
 
 # The stored number of an sms account (E.164), "" for other account types.
 AccountNumber = Annotated[str, msgspec.Meta(pattern=f"^({E164_PATTERN[1:-1]})?$")]
@@ -27,6 +27,9 @@ class CustomerOut(msgspec.Struct, kw_only=True):
     name: str
     webhook_uri: str
     webhook_method: str
+    # `contact`: an address of a contact joins the contact's open conversation; `address`: each
+    # (account, address) has its own conversation.
+    conversation_routing: str = "contact"
     # Set when the endpoint answered 410 Gone: nothing is sent to it until the next PUT.
     webhook_disabled_at: datetime | None = None
     webhook_disabled_reason: str = ""
@@ -108,6 +111,24 @@ class LastMessage(msgspec.Struct, kw_only=True):
     tm_create: datetime | None
 
 
+class ParticipantOut(msgspec.Struct, kw_only=True):
+    """One way to reach the conversation's peer: an address at one of the customer's accounts."""
+
+    id: UUID
+    conversation_id: UUID
+    account_id: UUID
+    # sms | line | email: the channel the address is reached through.
+    channel: str
+    address: Address
+    # The contact that held the address when the participant was made.
+    contact_id: UUID | None = None
+    # The latest inbound message from it; null before the first one.
+    tm_last_active: datetime | None = None
+    tm_create: datetime | None
+    tm_update: datetime | None = None
+    tm_delete: datetime | None = None
+
+
 class ConversationOut(msgspec.Struct, kw_only=True):
     id: UUID
     customer_id: UUID
@@ -129,6 +150,9 @@ class ConversationOut(msgspec.Struct, kw_only=True):
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
+    # The live participants, first one first: on single conversations and conversation events,
+    # absent from lists. `account_id`, `type`, `self` and `peer` above are the first participant's.
+    participants: list[ParticipantOut] | msgspec.UnsetType = msgspec.UNSET
 
 
 class MessageOut(msgspec.Struct, kw_only=True):
@@ -152,6 +176,10 @@ class MessageOut(msgspec.Struct, kw_only=True):
     tm_delivered: datetime | None = None
     # The provider's raw message type (LINE: text, image, sticker, location, ...); "" = plain text.
     content_type: str = ""
+    # The participant it came from or went to, its account and channel (sms, line, email).
+    participant_id: UUID | None = None
+    account_id: UUID | None = None
+    channel: str = ""
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None
@@ -224,13 +252,26 @@ def _json(value: Any, default: Any) -> Any:
     return value
 
 
-def conversation_out(row: dict[str, Any]) -> ConversationOut:
+def conversation_out(
+    row: dict[str, Any], participants: list[dict[str, Any]] | None = None
+) -> ConversationOut:
+    """The public form of a conversation row; with `participants` (rows), they are carried too."""
     data = dict(row)
     data["self"] = _json(data.pop("self_address", None), {})
     data["peer"] = _json(data.pop("peer_address", None), {})
     data["tags"] = _json(data.get("tags"), [])
     data["last_message"] = _json(data.get("last_message"), None)
-    return msgspec.convert(data, ConversationOut, strict=False)
+    out = msgspec.convert(data, ConversationOut, strict=False)
+    if participants is not None:
+        out.participants = [participant_out(p) for p in participants]
+    return out
+
+
+def participant_out(row: dict[str, Any]) -> ParticipantOut:
+    address = _json(row.get("address"), {})
+    address.update(type=row["address_type"], target=row["target"], target_name=row["target_name"])
+    data = {**row, "channel": CHANNEL_OF_ADDRESS.get(row["address_type"], ""), "address": address}
+    return msgspec.convert(data, ParticipantOut, strict=False)
 
 
 LAST_MESSAGE_TEXT = 200

@@ -13,13 +13,13 @@ import asyncpg
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
-from hub import channels, events
+from hub import events, participants
 from hub.conversations import get_conversation, record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest, Conflict
 from hub.models import Media, message_out
 from hub.repo import now
-from hub.tables import Account, Conversation, Message
+from hub.tables import Account, Conversation, Message, Participant
 
 PROGRESSING, DONE, FAILED = "progressing", "done", "failed"
 
@@ -28,7 +28,27 @@ PROGRESSING, DONE, FAILED = "progressing", "done", "failed"
 class Delivery:
     message: dict[str, Any]
     conversation: dict[str, Any]
+    # The account and participant the message was recorded for (outbound selection).
     account: dict[str, Any]
+    participant: dict[str, Any] | None = None
+
+    @property
+    def to(self) -> str:
+        """The target the message goes to: its recorded destination (the participant's address)."""
+        return _target(self.message.get("destination"))
+
+    @property
+    def sender(self) -> str:
+        """Our side's target for this participant (the SMS number it wrote to, ...), "" if none."""
+        return _target(self.message.get("source"))
+
+
+def _target(address_json: str | None) -> str:
+    try:
+        address = msgspec.json.decode(address_json or "{}")
+    except msgspec.DecodeError:
+        return ""
+    return str(address.get("target", "")) if isinstance(address, dict) else ""
 
 
 def _updated_event(row: dict[str, Any], owner_id: UUID | None = None):
@@ -53,9 +73,12 @@ async def create_outgoing(
     idempotency_key: str = "",
     activeflow_id: UUID | None = None,
     message_id: UUID | None = None,
+    participant_id: UUID | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Stores a `progressing` outgoing message; returns it and whether it is new.
 
+    It goes through `participant_id` when given, else through the most recently active
+    participant that can carry it (hub.participants.choose); the message records which.
     With an idempotency key already used by this customer, the first message comes back and
     nothing is written."""
     conversation = await get_conversation(customer_id, conversation_id)
@@ -65,27 +88,20 @@ async def create_outgoing(
         raise BadRequest("a message needs text or medias")
     if conversation.get("status") == "closed":
         raise Conflict("the conversation is closed; reopen it to send")
-    account = (
-        await Account.select(Account.type)
-        .where(Account.id == conversation["account_id"], Account.tm_delete.is_null())
-        .first()
-    )
-    if account is None:
-        raise BadRequest("the conversation's account was deleted; nothing can be sent through it")
-    caps = channels.capabilities(account["type"])
-    if caps and (problem := channels.outgoing_problem(caps, text, medias)):
-        raise BadRequest(problem)
+    participant, account = await participants.choose(conversation_id, text, medias, participant_id)
     message_id = message_id or uuid.uuid4()
     stamp = now()
     row = Message(
         id=message_id,
         customer_id=customer_id,
         conversation_id=conversation_id,
-        account_id=conversation["account_id"],
+        account_id=account["id"],
+        participant_id=participant["id"],
+        channel=account["type"],
         direction="outgoing",
         status=PROGRESSING,
-        source=conversation["self_address"],
-        destination=conversation["peer_address"],
+        source=participant["self_address"],
+        destination=participant["address"],
         text=text,
         medias=msgspec.json.encode(medias).decode(),
         activeflow_id=activeflow_id,
@@ -127,7 +143,10 @@ async def load_delivery(message_id: UUID) -> Delivery | None:
         return None
     conversation = await Conversation.select().where(Conversation.id == message["conversation_id"]).first()
     account = await Account.select().where(Account.id == message["account_id"]).first()
-    return Delivery(message, conversation, account)
+    participant = None
+    if message.get("participant_id"):
+        participant = await Participant.select().where(Participant.id == message["participant_id"]).first()
+    return Delivery(message, conversation, account, participant)
 
 
 # How far along a delivery is: the provider's reports only move it forward, so a late `sent`

@@ -41,6 +41,9 @@ def check_owner_or_admin(agent_id: UUID, permission: int, current_owner_id: UUID
     if is_admin_or_manager(permission) or current_owner_id == agent_id:
         return
     raise Forbidden(f"only the owning agent or an admin or manager may {action} this conversation")
+def check_participants(agent_id: UUID, permission: int, current_owner_id: UUID) -> None:
+    """Adding and removing participants: the owning agent or an admin or manager."""
+    check_owner_or_admin(agent_id, permission, current_owner_id, "change the participants of")
 
 
 def check_grant(caller_permission: int, requested: int) -> None:

@@ -35,6 +35,9 @@ class Customer(Table, tablename="customers"):
     webhook_disabled_reason = Text(default="")
     # Open conversations with no message in either direction for this long are closed; 0 = never.
     inactivity_close_s = Integer(default=0)
+    # Whether an address of a contact joins that contact's open conversation (`contact`) or
+    # opens its own (`address`); see hub/participants.py.
+    conversation_routing = Varchar(length=16, default="contact")
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
@@ -155,6 +158,38 @@ class Message(Table, tablename="messages"):
     # Every provider id of the message (a LINE message of more than 5 objects takes several
     # pushes), JSON; `provider_message_id` is the first.
     provider_message_ids = Text(default="[]")
+    # The participant the message came from or went to, and its channel (the account type:
+    # sms, line, email). Null / "" only on rows from before participants that had no account.
+    participant_id = UUID(null=True, default=None)
+    channel = Varchar(length=16, default="")
+    tm_create = Timestamptz(default=TimestamptzNow())
+    tm_update = Timestamptz(default=TimestamptzNow())
+    tm_delete = Timestamptz(null=True, default=None)
+
+
+class Participant(Table, tablename="participants"):
+    """One way to reach a conversation's peer: an address at one of our accounts. Room matching
+    goes through the live ones (unique per customer, account, address among open conversations:
+    migration 0013b); the conversation's own account_id/self/peer are its first participant's."""
+
+    id = UUID(primary_key=True)
+    customer_id = Reference()
+    conversation_id = Reference()
+    account_id = Reference()
+    # tel | line | email, and the normalised target (E.164, LINE id, lowercase email).
+    address_type = Varchar(length=16)
+    target = Varchar(length=255)
+    target_name = Varchar(length=255, default="")
+    # The full addresses, JSON: the peer's (`address`) and ours when sending to it (`self_address`).
+    address = Text(default="{}")
+    self_address = Text(default="{}")
+    # The contact that held the address when the participant was made.
+    contact_id = UUID(null=True, default=None)
+    # Copied from the conversation ("open" until conversations can close): the unique index
+    # covers open conversations only.
+    conversation_status = Varchar(length=16, default="open")
+    # The latest inbound message from this participant; outbound selection prefers the latest.
+    tm_last_active = Timestamptz(null=True, default=None)
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
@@ -264,6 +299,7 @@ TABLES: list[type[Table]] = [
     ContactAddress,
     Account,
     Conversation,
+    Participant,
     Message,
     Event,
     Flow,

@@ -11,9 +11,10 @@ from typing import Any
 from uuid import UUID
 
 from hub.db import current_engine, transaction
-from hub.errors import NotFound
+from hub.errors import BadRequest, NotFound
 from hub.netguard import check_webhook_uri
 from hub.pagination import fetch_page
+from hub.participants import ROUTINGS
 from hub.repo import now
 from hub.tables import Customer, WebhookDelivery
 
@@ -66,17 +67,20 @@ async def get_customer(customer_id: UUID) -> dict[str, Any]:
     return row
 
 
-CUSTOMER_FIELDS = ("name", "webhook_uri", "webhook_method", "inactivity_close_s")
+CUSTOMER_FIELDS = ("name", "webhook_uri", "webhook_method", "conversation_routing", "inactivity_close_s")
 
 
 async def configure(
     customer_id: UUID, values: dict[str, Any], allow_private: bool
 ) -> tuple[dict[str, Any], str | None]:
     """Partial update of name, webhook_uri, webhook_method and the conversation settings
-    (`inactivity_close_s`). Setting either webhook field enables
-    an endpoint that was disabled (410 Gone). Returns the customer and, when this call created the
-    signing secret (the first endpoint), that secret: the only time it is shown."""
+    (`conversation_routing`: contact | address, see hub/participants.py; `inactivity_close_s`).
+    Setting either webhook field enables an endpoint that was disabled (410 Gone). Returns the
+    customer and, when this call created the signing secret (the first endpoint), that secret:
+    the only time it is shown."""
     values = {k: v for k, v in values.items() if k in CUSTOMER_FIELDS}
+    if values.get("conversation_routing", ROUTINGS[0]) not in ROUTINGS:
+        raise BadRequest(f"conversation_routing must be one of {', '.join(ROUTINGS)}")
     if "webhook_uri" in values or "webhook_method" in values:
         values["webhook_disabled_at"], values["webhook_disabled_reason"] = None, ""
     if values.get("webhook_uri"):

@@ -1,4 +1,5 @@
-"""/v1.0/conversations (and the /v1.0/service_agents mirror): read, assign, unassign, delete."""
+"""/v1.0/conversations (and the /v1.0/service_agents mirror): read, assign, unassign, delete,
+participants, messages."""
 
 import logging
 from typing import Annotated, Literal
@@ -16,12 +17,23 @@ from api.schemas import (
     ConversationUpdate,
     MessageCreate,
     MessagePage,
+    ParticipantCreate,
+    ParticipantPage,
     Tag,
     TagsAdd,
     given,
 )
-from hub import conversations, lifecycle, messages, outbound
-from hub.models import ConversationOut, Media, MessageOut, conversation_out, message_out
+from hub import conversations, lifecycle, messages, outbound, participants
+from hub.addresses import Address
+from hub.models import (
+    ConversationOut,
+    Media,
+    MessageOut,
+    ParticipantOut,
+    conversation_out,
+    message_out,
+    participant_out,
+)
 from hub.permissions import check_list_owner_filter
 
 log = logging.getLogger("hub.api")
@@ -69,7 +81,12 @@ async def send_message(
 ) -> MessageOut:
     medias = [Media(type=m.type, url=m.url) for m in data.medias]
     message, created = await outbound.create_outgoing(
-        caller.customer_id, conversation_id, data.text, medias, idempotency_key=key
+        caller.customer_id,
+        conversation_id,
+        data.text,
+        medias,
+        idempotency_key=key,
+        participant_id=data.participant_id,
     )
     if created:
         try:
@@ -86,14 +103,14 @@ async def send_message(
 async def _update(caller: Caller, conversation_id: UUID, data: ConversationUpdate) -> ConversationOut:
     caller.require_admin_or_manager()
     row = await conversations.update_conversation(caller.customer_id, conversation_id, given(data))
-    return conversation_out(row)
+    return await participants.conversation_with_participants(row)
 
 
 async def _unassign(caller: Caller, conversation_id: UUID) -> ConversationOut:
     row = await conversations.unassign(
         caller.customer_id, conversation_id, caller.agent_id, caller.permission
     )
-    return conversation_out(row)
+    return await participants.conversation_with_participants(row)
 
 
 class ConversationController(Controller):
@@ -119,11 +136,66 @@ class ConversationController(Controller):
         )
         return ConversationPage(result=[conversation_out(r) for r in rows], next_page_token=token)
 
-    @get("/{conversation_id:str}")
+    @get("/{conversation_id:str}", summary="A conversation with its live participants")
     async def get_conversation(
         self, caller: NamedDependency[Caller], conversation_id: FromPath[UUID]
     ) -> ConversationOut:
-        return conversation_out(await conversations.get_conversation(caller.customer_id, conversation_id))
+        row = await conversations.get_conversation(caller.customer_id, conversation_id)
+        return await participants.conversation_with_participants(row)
+
+    @get("/{conversation_id:str}/participants", summary="The conversation's live participants")
+    async def list_participants(
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        page_size: PageSize = 100,
+        page_token: PageToken = "",
+    ) -> ParticipantPage:
+        rows, token = await participants.list_participants(
+            caller.customer_id, conversation_id, page_size, page_token
+        )
+        return ParticipantPage(result=[participant_out(r) for r in rows], next_page_token=token)
+
+    @post(
+        "/{conversation_id:str}/participants",
+        status_code=200,
+        summary="Add a participant (owner or admin/manager)",
+        description="`account_id`: a live account of the caller's customer whose channel reaches the "
+        "address (sms: tel, line: line, email: email). 400 for a bad address or such an account; 409 "
+        "when that account and address are live in an open conversation already. Emits "
+        "`conversation_updated` with the participants.",
+    )
+    async def add_participant(
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[ParticipantCreate],
+    ) -> ParticipantOut:
+        given_address = data.address
+        address = Address(
+            type=given_address.type, target=given_address.target, target_name=given_address.target_name
+        )
+        row = await participants.add_participant(
+            caller.customer_id, conversation_id, caller.agent_id, caller.permission, data.account_id, address
+        )
+        return participant_out(row)
+
+    @delete(
+        "/{conversation_id:str}/participants/{participant_id:str}",
+        status_code=200,
+        summary="Remove a participant (owner or admin/manager); the last one cannot be removed (409)",
+        description="Its next inbound message opens a new conversation. Emits `conversation_updated`.",
+    )
+    async def remove_participant(
+        self,
+        caller: NamedDependency[Caller],
+        conversation_id: FromPath[UUID],
+        participant_id: FromPath[UUID],
+    ) -> ParticipantOut:
+        row = await participants.remove_participant(
+            caller.customer_id, conversation_id, participant_id, caller.agent_id, caller.permission
+        )
+        return participant_out(row)
 
     @put("/{conversation_id:str}", summary="Update name, detail or owner_id (admin/manager only)")
     async def update_conversation(
@@ -215,6 +287,10 @@ class ConversationController(Controller):
         "/{conversation_id:str}/messages",
         status_code=200,
         summary="Send a message; it is stored `progressing` and delivered asynchronously",
+        description="Through `participant_id` when given, else through the participant whose inbound "
+        "message is the latest among those that can carry it (media support, text limit, a live "
+        "account with credentials); 400 says why none can. The message records `participant_id`, "
+        "`account_id` and `channel`.",
     )
     async def create_message(
         self,

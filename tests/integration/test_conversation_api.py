@@ -371,6 +371,13 @@ async def test_another_customers_conversation_is_404_everywhere(client):
         ("POST", f"/v1.0/conversations/{cid}/unassign", None),
         ("POST", f"{sa}/{cid}/unassign", None),
         ("DELETE", f"/v1.0/conversations/{cid}", None),
+        ("GET", f"/v1.0/conversations/{cid}/participants", None),
+        (
+            "POST",
+            f"/v1.0/conversations/{cid}/participants",
+            {"account_id": str(foreign.account["id"]), "address": {"type": "tel", "target": "+14155550100"}},
+        ),
+        ("DELETE", f"/v1.0/conversations/{cid}/participants/{conv['participants'][0]['id']}", None),
     ]
     for member in (foreign.admin, foreign.manager):
         for method, path, body in attempts:

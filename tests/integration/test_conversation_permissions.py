@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from hub import accounts, agents, db
+from hub import accounts, agents, db, participants
+from hub.addresses import Address
 from hub.permissions import ADMIN, MANAGER
 from hub.tables import Conversation, Event
 from tests.helpers import Member, Tenant, make_member, open_conversation
@@ -117,6 +118,10 @@ EXPECTED: dict[str, dict[str, int]] = {
     "list_other_id": _row(200, 200, 403, 403, 200),
     "list_omitted": _row(200, 200, 403, 403, 200),
     "list_nil": _row(200, 200, 403, 403, 200),
+    # Participants: any agent of the customer reads them; the owner or admin/manager change them.
+    "participants_list": _row(200, 200, 200, 200, 404),
+    "participants_add": _row(200, 200, 200, 403, 404),
+    "participants_remove": _row(200, 200, 200, 403, 404),
 }
 
 CELLS = [
@@ -182,6 +187,9 @@ async def test_permission_matrix(client, world: World, op: str, caller_name: str
         assert (row["owner_type"], str(row["owner_id"])) == ("", NIL)
         assert await updated_events(conv) == [("agent", str(world.home.agent.id)), ("", NIL)]
 
+    elif op.startswith("participants_"):
+        await participants_cell(client, world, op, caller, status)
+
     else:
         params = {
             "list_own_id": {"owner_id": str(caller.id)},
@@ -205,6 +213,58 @@ async def test_permission_matrix(client, world: World, op: str, caller_name: str
             assert {c["customer_id"] for c in page["result"]} <= {str(world.foreign.customer_id)}
         # Listing never changes anything.
         await assert_untouched(world)
+
+
+async def live_participants(conversation_id: str) -> list[dict]:
+    return await participants.participants_of(uuid.UUID(conversation_id))
+
+
+async def participants_cell(client, world: World, op: str, caller: Member, status: int) -> None:
+    conv, home = world.assigned, world.home
+    base = f"/v1.0/conversations/{conv}/participants"
+    owner = [("agent", str(home.agent.id))]
+    if op == "participants_list":
+        response = await client.get(base, headers=caller.headers)
+        if status != 200:
+            assert_error(response, status)
+            return
+        assert response.status_code == 200, response.text
+        assert [p["id"] for p in response.json()["result"]] == [
+            str(p["id"]) for p in await live_participants(conv)
+        ]
+        return
+    if op == "participants_add":
+        body = {"account_id": str(home.account["id"]), "address": {"type": "tel", "target": "+14155550042"}}
+        response = await client.post(base, json=body, headers=caller.headers)
+        if status != 200:
+            assert_error(response, status)
+            await assert_untouched(world)
+            assert len(await live_participants(conv)) == 1
+            return
+        assert response.status_code == 200, response.text
+        assert response.json()["address"]["target"] == "+14155550042"
+        assert [p["target"] for p in await live_participants(conv)][1:] == ["+14155550042"]
+        assert await updated_events(conv) == owner * 2
+        return
+    # participants_remove: a second participant, added by the admin, is removed by the caller.
+    second = await participants.add_participant(
+        home.customer_id,
+        uuid.UUID(conv),
+        home.admin.id,
+        ADMIN,
+        home.account["id"],
+        Address(type="tel", target="+14155550043"),
+    )
+    response = await client.delete(f"{base}/{second['id']}", headers=caller.headers)
+    if status != 200:
+        assert_error(response, status)
+        assert second["id"] in [p["id"] for p in await live_participants(conv)]
+        assert await updated_events(conv) == owner * 2
+        return
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == str(second["id"]) and response.json()["tm_delete"]
+    assert len(await live_participants(conv)) == 1
+    assert await updated_events(conv) == owner * 3
 
 
 def _expected_listing(world: World, op: str, caller_name: str) -> set[str]:

@@ -8,13 +8,14 @@ from uuid import UUID
 
 from hub import events, participants
 from hub.accounts import CONVERSATION_TYPE
+from hub.addresses import normalize_target, normalize_tel
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
 from hub.models import conversation_out, last_message_json
 from hub.pagination import fetch_page
 from hub.permissions import NIL_UUID, check_owner_or_admin, check_unassign, owner_type_for
 from hub.repo import get_scoped, now
-from hub.tables import Agent, Conversation, Message
+from hub.tables import Agent, Conversation, Message, Participant
 from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tags_of
 
 CONVERSATION_TYPES = tuple(dict.fromkeys(CONVERSATION_TYPE.values()))
@@ -32,6 +33,8 @@ class ListFilters:
     tag: str | None = None
     account_id: UUID | None = None
     type: str | None = None
+    # An address target (phone number, email address, LINE id), normalised like inbound.
+    peer: str | None = None
 
 
 async def list_conversations(
@@ -62,7 +65,30 @@ def list_conditions(customer_id: UUID, owner_id: UUID | None, filters: ListFilte
         if filters.type not in CONVERSATION_TYPES:
             raise BadRequest(f"type must be one of {', '.join(CONVERSATION_TYPES)}")
         conditions.append(Conversation.type == filters.type)
+    if filters.peer is not None:
+        conditions.append(_peer_filter(customer_id, filters.peer))
     return conditions
+
+
+def _peer_filter(customer_id: UUID, peer: str):
+    """Conversations with a live participant at this address (of any of its conversations'
+    statuses): a phone number in any common spelling, an email address in any case, a LINE id."""
+    value = peer.strip()
+    if "@" in value:
+        address_type, target = "email", normalize_target("email", value)
+    elif tel := normalize_tel(value):
+        address_type, target = "tel", tel
+    else:
+        address_type, target = "line", value
+    if not target:
+        raise BadRequest("peer must be a phone number, an email address or a LINE id")
+    holders = Participant.select(Participant.conversation_id).where(
+        Participant.customer_id == customer_id,
+        Participant.address_type == address_type,
+        Participant.target == target,
+        Participant.tm_delete.is_null(),
+    )
+    return Conversation.id.is_in(holders)
 
 
 async def get_conversation(customer_id: UUID, conversation_id: UUID) -> dict[str, Any]:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from hub import events, metrics
 from hub.conversations import get_conversation, locked_conversation, updated_event_now
 from hub.db import current_engine, transaction
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Conflict
 from hub.permissions import check_owner_or_admin
 from hub.repo import now
-from hub.tables import Activeflow, Conversation, Customer
+from hub.tables import Activeflow, Conversation, Customer, Participant
 
 CLOSE_REASONS = ("api", "flow", "inactivity")
 CLOSED_RUN_REASON = "conversation closed"
@@ -55,6 +58,7 @@ async def close_conversation(
                 Conversation.tm_update: stamp,
             }
         ).where(Conversation.id == conversation_id)
+        await _set_participants_status(conversation_id, "closed")
         stopped = await _stop_runs(conversation_id)
         row = await get_conversation(customer_id, conversation_id)
         await events.emit(await updated_event_now(row))
@@ -65,12 +69,16 @@ async def close_conversation(
 async def reopen_conversation(
     customer_id: UUID, conversation_id: UUID, agent_id: UUID, permission: int
 ) -> dict[str, Any]:
-    """Opens a closed conversation again (the owning agent or admin/manager); an open one stays."""
+    """Opens a closed conversation again (the owning agent or admin/manager); an open one stays.
+    409 when one of its participants is live in another open conversation now (a message from it
+    opened a new conversation meanwhile): an address belongs to one open conversation."""
     async with transaction(current_engine()):
         row = await locked_conversation(customer_id, conversation_id)
         check_owner_or_admin(agent_id, permission, row["owner_id"], "reopen")
         if row["status"] == "open":
             return row
+        await _check_participants_free(conversation_id)
+        await _set_participants_status(conversation_id, "open")
         await Conversation.update(
             {
                 Conversation.status: "open",
@@ -82,6 +90,43 @@ async def reopen_conversation(
         row = await get_conversation(customer_id, conversation_id)
         await events.emit(await updated_event_now(row))
     return row
+
+
+async def _set_participants_status(conversation_id: UUID, status: str) -> None:
+    """Participants carry their conversation's status: the unique index over live addresses
+    covers open conversations only, so a closed conversation's addresses match nothing."""
+    try:
+        await Participant.update({Participant.conversation_status: status}).where(
+            Participant.conversation_id == conversation_id, Participant.tm_delete.is_null()
+        )
+    except (asyncpg.UniqueViolationError, sqlite3.IntegrityError) as exc:
+        # A message opened another conversation for one of them after the check (reopen only).
+        raise Conflict("a participant of this conversation is in another open conversation now") from exc
+
+
+async def _check_participants_free(conversation_id: UUID) -> None:
+    live = await Participant.select().where(
+        Participant.conversation_id == conversation_id, Participant.tm_delete.is_null()
+    )
+    for participant in live:
+        holder = (
+            await Participant.select(Participant.conversation_id)
+            .where(
+                Participant.customer_id == participant["customer_id"],
+                Participant.account_id == participant["account_id"],
+                Participant.address_type == participant["address_type"],
+                Participant.target == participant["target"],
+                Participant.tm_delete.is_null(),
+                Participant.conversation_status == "open",
+                Participant.conversation_id != conversation_id,
+            )
+            .first()
+        )
+        if holder is not None:
+            raise Conflict(
+                f"participant {participant['target']} is in open conversation {holder['conversation_id']} "
+                "now; close that one first"
+            )
 
 
 async def _stop_runs(conversation_id: UUID) -> list[str]:
@@ -138,6 +183,7 @@ async def close_inactive(batch_size: int = 500) -> list[Closed]:
                 )
                 if not rows:
                     continue  # a message came, or another sweep or an agent closed it meanwhile
+                await _set_participants_status(candidate["id"], "closed")
                 stopped = await _stop_runs(candidate["id"])
                 await events.emit(await updated_event_now(rows[0]))
             closed.append(Closed(rows[0], changed=True, stopped_workflow_ids=stopped))

@@ -135,8 +135,9 @@ async def match_room(
             await Conversation.update({Conversation.tm_update: stamp}).where(Conversation.id == joining["id"])
             return Room({**joining, "tm_update": stamp}, participant, joined=True, contact=contact)
         title = auto_title(conversation_type, peer.target, known)
+        previous = await _closed_conversation_of(customer_id, account_id, peer.type, peer.target)
         conversation = await _insert_conversation(
-            conversation_id, account, conversation_type, self_address, peer_named, title, stamp
+            conversation_id, account, conversation_type, self_address, peer_named, title, stamp, previous
         )
         return Room(conversation, participant, created=True, contact=contact)
     raise RuntimeError(f"room matching did not settle in {MAX_MATCH_ATTEMPTS} attempts")
@@ -231,6 +232,27 @@ async def _insert_participant(
     return rows[0] if rows else None
 
 
+async def _closed_conversation_of(
+    customer_id: UUID, account_id: UUID, address_type: str, target: str
+) -> UUID | None:
+    """The latest closed conversation this address took part in at the account (the one a new
+    conversation continues: `previous_conversation_id`)."""
+    row = (
+        await Participant.select(Participant.conversation_id)
+        .where(
+            Participant.customer_id == customer_id,
+            Participant.account_id == account_id,
+            Participant.address_type == address_type,
+            Participant.target == target,
+            Participant.tm_delete.is_null(),
+            Participant.conversation_status == "closed",
+        )
+        .order_by(Participant.tm_create, ascending=False)
+        .first()
+    )
+    return row["conversation_id"] if row else None
+
+
 async def _insert_conversation(
     conversation_id: UUID,
     account: dict[str, Any],
@@ -239,6 +261,7 @@ async def _insert_conversation(
     peer: Address,
     title: tuple[str, str],
     stamp: datetime,
+    previous_conversation_id: UUID | None = None,
 ) -> dict[str, Any]:
     rows = await Conversation.insert(
         Conversation(
@@ -254,6 +277,7 @@ async def _insert_conversation(
             peer_target=peer.target,
             self_address=_encode(self_address),
             peer_address=_encode(peer),
+            previous_conversation_id=previous_conversation_id,
             tm_create=stamp,
             tm_update=stamp,
         )

@@ -60,6 +60,15 @@ TypeFilter = Annotated[
     Literal[conversations.CONVERSATION_TYPES] | None,  # type: ignore[valid-type]
     QueryParameter(name="type", description="Only conversations of this type"),
 ]
+PeerFilter = Annotated[
+    str | None,
+    QueryParameter(
+        name="peer",
+        max_length=320,
+        description="Only conversations with this address among their participants: a phone number "
+        "(any spelling, compared as E.164), an email address (any case) or a LINE id",
+    ),
+]
 TagFilter = Annotated[
     Tag | None, QueryParameter(name="tag", description="Only conversations with this tag (any case)")
 ]
@@ -126,11 +135,14 @@ class ConversationController(Controller):
         status: StatusFilter = None,
         account_id: AccountFilter = None,
         type: TypeFilter = None,  # noqa: A002 - the documented query parameter
+        peer: PeerFilter = None,
         page_size: PageSize = 100,
         page_token: PageToken = "",
     ) -> ConversationPage:
         owner = check_list_owner_filter(caller.agent_id, caller.permission, owner_id)
-        filters = conversations.ListFilters(status=status, tag=tag, account_id=account_id, type=type)
+        filters = conversations.ListFilters(
+            status=status, tag=tag, account_id=account_id, type=type, peer=peer
+        )
         rows, token = await conversations.list_conversations(
             caller.customer_id, owner, page_size, page_token, filters=filters
         )

@@ -53,6 +53,10 @@ INDEXES = [
     "CREATE INDEX conversations_account_page ON conversations (customer_id, account_id, tm_create, id)",
     "CREATE INDEX conversations_type_page ON conversations (customer_id, type, tm_create, id)",
 ]
+# The tag filter on PostgreSQL (SQLite reads the conversation_tags table of 0014).
+POSTGRES_INDEXES = [
+    "CREATE INDEX conversations_tags ON conversations USING gin ((tags::jsonb) jsonb_path_ops)",
+]
 
 
 async def forwards():
@@ -63,7 +67,8 @@ async def forwards():
         for statement in COLUMNS:
             await engine.run_ddl(statement)
         await engine.run_ddl(BACKFILL_SQLITE if isinstance(engine, SQLiteEngine) else BACKFILL_POSTGRES)
-        for statement in INDEXES:
+        sqlite = isinstance(engine, SQLiteEngine)
+        for statement in INDEXES + ([] if sqlite else POSTGRES_INDEXES):
             await engine.run_ddl(statement)
 
     manager.add_raw(run)

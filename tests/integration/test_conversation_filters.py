@@ -79,3 +79,21 @@ async def test_bad_filter_values_are_400(client):
     ):
         response = await client.get("/v1.0/conversations", params=params, headers=tenant.admin.headers)
         assert_error(response, 400, "bad_request")
+
+
+async def test_peer_filter_normalises_like_inbound_and_is_tenant_scoped(client):
+    tenant = await make_tenant()
+    a = str(await open_conversation(client, tenant, sender="+14155550123"))
+    await open_conversation(client, tenant, sender="+14155550124")
+    line_account, user = await _line_conversation(client, tenant.customer_id)
+    for spelling in ("+14155550123", "+1 (415) 555-0123", "+1.415.555.0123"):
+        assert await listing(client, tenant.admin, peer=spelling) == [a]
+    line_only = await listing(client, tenant.admin, peer=user)
+    assert len(line_only) == 1 and line_only != [a]
+    assert await listing(client, tenant.admin, peer="+14155559999") == []
+    assert await listing(client, tenant.admin, peer="+14155550123", type="line") == []
+    assert await listing(client, tenant.admin, peer=user, account_id=str(line_account["id"])) == line_only
+    other = await make_tenant()
+    assert await listing(client, other.admin, peer="+14155550123") == []
+    response = await client.get("/v1.0/conversations", params={"peer": "  "}, headers=tenant.admin.headers)
+    assert_error(response, 400, "bad_request")

@@ -4,10 +4,12 @@ a closed conversation (409), and closing stopping the conversation's running act
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
-from tests.helpers import make_tenant, wait_for
+from hub.tables import Conversation, Message
+from tests.helpers import make_tenant, open_conversation, signed_sms, sms_params, wait_for
 from tests.integration.test_conversation_api import assert_error, events_of, new_conversation, put
 from tests.integration.test_flows import inbound, outgoing_texts, reply, runs_of, setup_flow
 
@@ -98,3 +100,71 @@ async def test_closing_stops_the_running_activeflows(client, temporal_env):
 async def _in_action(client, tenant, activeflow_id, action_id) -> bool:
     response = await client.get(f"/v1.0/activeflows/{activeflow_id}", headers=tenant.admin.headers)
     return response.json().get("current_action_id") == action_id
+
+
+# --- closed conversations and room matching (participants carry the status) -------------------
+
+
+async def _sms(client, tenant, sender: str, text: str = "hi"):
+    params = sms_params(sender=sender, to=tenant.account["number"], body=text)
+    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, params)
+    return await client.post(path, content=body, headers=headers)
+
+
+async def _open_of(tenant, sender: str) -> list[dict]:
+    return (
+        await Conversation.select()
+        .where(
+            Conversation.customer_id == tenant.customer_id,
+            Conversation.peer_target == sender,
+            Conversation.tm_delete.is_null(),
+        )
+        .order_by(Conversation.tm_create)
+    )
+
+
+async def test_a_message_to_a_closed_conversation_opens_a_linked_one_once(client):
+    tenant = await make_tenant()
+    sender = f"+1629{uuid.uuid4().int % 10**7:07d}"
+    first = await open_conversation(client, tenant, sender=sender)
+    await close(client, tenant.admin, first)
+    results = await asyncio.gather(*[_sms(client, tenant, sender, f"again {i}") for i in range(20)])
+    assert all(r.status_code == 200 for r in results), [r.text for r in results if r.status_code != 200]
+    rows = await _open_of(tenant, sender)
+    assert [r["id"] for r in rows][0] == first and len(rows) == 2
+    second = rows[1]
+    assert second["status"] == "open" and second["previous_conversation_id"] == first
+    assert await Message.count().where(Message.conversation_id == second["id"]) == 20
+    assert await Message.count().where(Message.conversation_id == first) == 1
+    shown = (await client.get(f"/v1.0/conversations/{second['id']}", headers=tenant.admin.headers)).json()
+    assert shown["previous_conversation_id"] == str(first)
+    # The closed one can be found by its peer too.
+    params = {"peer": sender}
+    listed = await client.get("/v1.0/conversations", params=params, headers=tenant.admin.headers)
+    assert [c["id"] for c in listed.json()["result"]] == [str(second["id"]), str(first)]
+    params = {"peer": sender, "status": "closed"}
+    listed = await client.get("/v1.0/conversations", params=params, headers=tenant.admin.headers)
+    assert [c["id"] for c in listed.json()["result"]] == [str(first)]
+
+
+async def test_reopen_is_409_while_a_participant_is_held_elsewhere(client):
+    tenant = await make_tenant()
+    sender = f"+1629{uuid.uuid4().int % 10**7:07d}"
+    first = await open_conversation(client, tenant, sender=sender)
+    await close(client, tenant.admin, first)
+    assert (await _sms(client, tenant, sender)).status_code == 200
+    second = (await _open_of(tenant, sender))[1]["id"]
+    response = await reopen(client, tenant.admin, first)
+    assert str(second) in assert_error(response, 409, "conflict")["message"]
+    row = await Conversation.select(Conversation.status).where(Conversation.id == first).first()
+    assert row["status"] == "closed"
+    # Once the newer one is closed, the older one reopens and takes the address back.
+    await close(client, tenant.admin, second)
+    assert (await reopen(client, tenant.admin, first)).json()["status"] == "open"
+    assert (await _sms(client, tenant, sender, "back")).status_code == 200
+    latest = (
+        await Message.select()
+        .where(Message.text == "back", Message.customer_id == tenant.customer_id)
+        .first()
+    )
+    assert latest["conversation_id"] == first

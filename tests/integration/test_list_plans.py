@@ -20,23 +20,26 @@ from tests.helpers import fresh_pg_database
 ROWS = 100_000
 
 LOAD = [
-    # One customer, two SMS accounts and a LINE account, 10 owners, 5 % closed, 1 % tagged vip.
+    # One customer, two SMS accounts and a LINE account, 10 owners, 5 % closed.
     """INSERT INTO conversations (id, customer_id, account_id, type, name, detail, owner_type, owner_id,
         self_target, peer_target, self_address, peer_address, tags, status, tm_create, tm_update,
         tm_last_message, last_message)
     SELECT gen_random_uuid(), '{customer}', ('{accounts}'::uuid[])[1 + g % 3],
         CASE WHEN g % 3 = 2 THEN 'line' ELSE 'message' END, 'SMS · x', '', 'agent',
         ('{owners}'::uuid[])[1 + g % 10], '+15550001000', '+1415' || lpad(g::text, 7, '0'), '{{}}', '{{}}',
-        CASE WHEN g % 100 = 0 THEN '["vip"]' ELSE '[]' END,
+        CASE WHEN g % 100 = 0 THEN '["vip", ' ELSE '[' END || '"topic-' || (g % 50) || '"]',
         CASE WHEN g % 20 = 0 THEN 'closed' ELSE 'open' END,
         now() - make_interval(secs => g), now(), now() - make_interval(secs => g), ''
     FROM generate_series(1, {rows}) g""",
+    # Every conversation has one of 50 topic tags, 1 % also "vip" (both stores, as the hub keeps them).
     """INSERT INTO conversation_tags (id, customer_id, conversation_id, tag)
-    SELECT gen_random_uuid(), customer_id, id, 'vip' FROM conversations WHERE tags = '["vip"]'""",
-    # Every conversation also carries one of 50 topic tags (the column is not what filters read).
-    """INSERT INTO conversation_tags (id, customer_id, conversation_id, tag)
-    SELECT gen_random_uuid(), customer_id, id, 'topic-' || (abs(hashtext(id::text)) % 50)
-    FROM conversations""",
+    SELECT gen_random_uuid(), customer_id, id, tag
+    FROM conversations, jsonb_array_elements_text(tags::jsonb) tag""",
+    # Each conversation's first participant (the peer at its account).
+    """INSERT INTO participants (id, customer_id, conversation_id, account_id, address_type, target,
+        target_name, address, self_address, conversation_status, tm_create, tm_update)
+    SELECT gen_random_uuid(), customer_id, id, account_id, CASE WHEN type = 'line' THEN 'line' ELSE 'tel' END,
+        peer_target, '', '{{}}', '{{}}', status, tm_create, tm_update FROM conversations""",
     "ANALYZE",
 ]
 
@@ -70,6 +73,7 @@ async def test_every_filter_uses_an_index_at_100k_conversations(pg_engine):
                 "tag common": (None, ListFilters(tag="topic-7")),
                 "account": (None, ListFilters(account_id=accounts_[1])),
                 "type line": (None, ListFilters(type="line")),
+                "peer": (None, ListFilters(peer="(415) 000-1234")),
                 "owner + tag": (owners[0], ListFilters(tag="vip")),
                 "status + type + account": (
                     None,
@@ -81,6 +85,7 @@ async def test_every_filter_uses_an_index_at_100k_conversations(pg_engine):
                 plan = "\n".join(r["QUERY PLAN"] for r in await engine.run_ddl(f"EXPLAIN {query}"))
                 assert "Seq Scan on conversations" not in plan, f"{name}:\n{plan}"
                 assert "Seq Scan on conversation_tags" not in plan, f"{name}:\n{plan}"
+                assert "Seq Scan on participants" not in plan, f"{name}:\n{plan}"
                 rows = await query
                 assert rows, name
                 timings = []

@@ -9,10 +9,10 @@ import httpx
 import msgspec
 from temporalio import activity
 
+from activities import providers
 from activities.inputs import DeliverInput, DeliverResult, FailInput
-from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
-from hub import metrics, outbound
-from hub.channels import sms
+from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable
+from hub import channels, metrics, outbound
 from hub.settings import Settings
 
 # Once the provider has the message, a retry of the whole activity would send it again: keep
@@ -73,17 +73,11 @@ class MessageActivities:
             text=message["text"],
             medias=msgspec.json.decode(message["medias"] or "[]"),
         )
+        channel = channels.channel(account["type"])
         try:
-            if account["type"] == "line":
-                sent = await push_line(self.http, self.settings.resolved_line_api_url, account["token"], out)
-            else:
-                # The hub's id in the URL matches callbacks that come before the sid is recorded.
-                out.status_callback = sms.status_callback_url(
-                    self.settings.resolved_public_url, account["id"], message_id
-                )
-                sent = await send_sms(
-                    self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
-                )
+            sent = await providers.perform(
+                self.http, channel.build_request(account, out, self.settings), channel
+            )
         except ProviderRejected as exc:
             metrics.outbound(account["type"], "failed")
             await record_outcome(message_id, outbound.FAILED, reason=str(exc), provider_ids=exc.provider_ids)

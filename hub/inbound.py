@@ -35,6 +35,10 @@ class InboundMessage:
     sender: Address | None = None
     # The provider's raw message type (LINE: text, sticker, location...); "" = plain text.
     content_type: str = ""
+    # A LINE follow/join: it opens the conversation and carries no message.
+    opens_only: bool = False
+    # How to learn the peer's name for a new conversation (hub.channels.NameLookup), None = no way.
+    name_lookup: Any = None
 
 
 @dataclass

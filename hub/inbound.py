@@ -10,7 +10,7 @@ import msgspec
 
 from hub import activeflows, events
 from hub.accounts import CONVERSATION_TYPE
-from hub.addresses import Address, normalize_tel
+from hub.addresses import Address, normalize_target, normalize_tel
 from hub.contacts import find_contact_name
 from hub.conversations import find_room, upsert_room
 from hub.db import current_engine, transaction
@@ -39,6 +39,9 @@ class InboundMessage:
     opens_only: bool = False
     # How to learn the peer's name for a new conversation (hub.channels.NameLookup), None = no way.
     name_lookup: Any = None
+    # The channel's own rows (email headers, attachments): awaited with the stored message, in
+    # its transaction (not for a duplicate).
+    stored_with: Any = None
 
 
 @dataclass
@@ -115,6 +118,8 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                 # that won); undo the upsert too.
                 raise _Duplicate
             message = inserted[0]
+            if inbound.stored_with is not None:
+                await inbound.stored_with(message)
             await events.emit(*_inbound_events(conversation, message, created))
             activeflow = await activeflows.create_for_message(account, conversation, message)
     except _Duplicate:
@@ -201,6 +206,8 @@ def self_address_of(account: dict[str, Any]) -> Address:
     """Our side of every conversation of an account: its number (SMS) or the account itself (LINE)."""
     if account["type"] == "line":
         return Address(type="line", target=str(account["id"]), name=account["name"])
+    if account["type"] == "email":
+        return Address(type="email", target=account["address"], name=account["name"])
     return Address(type="tel", target=account["number"], name=account["name"])
 
 
@@ -221,6 +228,12 @@ async def room_for_destination(
             raise BadRequest(f"destination {destination!r} is not a phone number")
         peer = Address(type="tel", target=target)
         known = await find_contact_name(customer_id, "tel", target)
+    elif account["type"] == "email":
+        target = normalize_target("email", destination)
+        if "@" not in target:
+            raise BadRequest(f"destination {destination!r} is not an email address")
+        peer = Address(type="email", target=target)
+        known = await find_contact_name(customer_id, "email", target)
     else:
         peer, known = Address(type="line", target=destination.strip()), ""
     conversation, _ = await open_room(account, self_address_of(account), peer, known)

@@ -15,11 +15,17 @@ from litestar.params import FromPath
 from activities.providers import lookup_name
 from api import logs, temporal
 from api.errors import BAD_INPUT_ERRORS
+from api.strict import MULTIPART_FILES
 from hub import accounts, channels, inbound, metrics, outbound
-from hub.errors import BadRequest, NotFound, Unauthorized, Unavailable
+from hub.channels import email
+from hub.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, Unavailable
 from hub.settings import Settings
 
 log = logging.getLogger("hub.hooks")
+
+# What a provider hook may post: Litestar's default (10 MB) unless the channel says more (email).
+DEFAULT_MAX_BODY = 10_000_000
+MAX_HOOK_BODY = max(DEFAULT_MAX_BODY, email.MAX_BODY_BYTES)
 
 
 async def start_flow(request: Request, result: inbound.InboundResult) -> None:
@@ -131,16 +137,27 @@ class HookController(Controller):
     @post(
         "/{account_id:str}",
         status_code=200,
-        summary="Inbound provider webhook (SMS: Twilio form posts and status callbacks; LINE: webhooks)",
+        summary="Inbound provider webhook (SMS: Twilio form posts and status callbacks; LINE: webhooks; "
+        "email: Mailgun inbound-route posts)",
         description="No JWT. SMS: X-Twilio-Signature computed with the account's auth token over "
         "HUB_PUBLIC_URL + path. LINE: X-Line-Signature, base64 HMAC-SHA256 of the raw body with the "
-        "channel secret. A bad or missing signature is 401 and stores nothing.",
+        "channel secret. Email: multipart/form-data or urlencoded Mailgun fields, `signature` = hex "
+        "HMAC-SHA256 of `timestamp` + `token` with the account's signing key, `timestamp` within 5 "
+        "minutes; at most 10 attachments of 10 MB each (413 beyond). A bad or missing signature is "
+        "401 and stores nothing.",
+        request_max_body_size=MAX_HOOK_BODY,
+        opt={MULTIPART_FILES: True},
     )
     async def receive(self, request: Request, account_id: FromPath[UUID]) -> Response:
         account = await accounts.get_account_for_hook(account_id)
         if account is None:
             raise NotFound(f"account {account_id} not found")
         logs.bind(customer_id=account["customer_id"], account_id=account["id"])
-        if channels.channel(account["type"]) is None:
+        channel = channels.channel(account["type"])
+        if channel is None:
             raise NotFound(f"account {account_id} has no inbound channel")
-        return await receive(request, account, await request.body())
+        body = await request.body()
+        limit = getattr(channel, "MAX_BODY_BYTES", DEFAULT_MAX_BODY)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"a {channel.CAPABILITIES.name} hook body is at most {limit:,} bytes")
+        return await receive(request, account, body)

@@ -39,6 +39,11 @@ class Capabilities:
     # Media URLs must be https (LINE fetches them only over TLS).
     needs_https_media: bool
     max_medias: int = 10
+    # The hub fetches each media and sends its bytes (email attachments) instead of its URL.
+    attaches_media: bool = False
+    max_attachment_bytes: int = 0
+    # Replies thread to the conversation (email: subject, In-Reply-To, References).
+    threads: bool = False
 
 
 def media_kind(media_type: str) -> str:
@@ -77,6 +82,8 @@ class HookRequest:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
+    # Scratch space of this one request: a channel parses its body once for verify and parse.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -140,6 +147,19 @@ class Outgoing:
     text: str
     medias: list[dict[str, str]]
     status_callback: str = ""
+    # Channels that thread (email): subject, in_reply_to, references of the conversation.
+    thread: dict[str, str] | None = None
+    # Channels that attach media: the medias' bytes, fetched by the send activity.
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to send: its bytes, type and name."""
+
+    data: bytes
+    content_type: str
+    filename: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,12 +189,13 @@ class Sent:
 
 # --- registry --------------------------------------------------------------------------------
 
-from hub.channels import line, sms  # noqa: E402 - they build on the types above
+from hub.channels import email, line, sms  # noqa: E402 - they build on the types above
 
 # One line per channel: account type -> module.
 CHANNELS = {
     "sms": sms,
     "line": line,
+    "email": email,
 }
 
 REGISTRY: dict[str, Capabilities] = {kind: module.CAPABILITIES for kind, module in CHANNELS.items()}

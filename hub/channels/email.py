@@ -333,8 +333,8 @@ def build_request(account: dict[str, Any], out: Outgoing, settings: Settings) ->
         sender=account["address"],
         recipients=[address for _, address in getaddresses([out.to]) if address],
         message=message,
-        message_id=message["Message-ID"],
-        subject=message["Subject"],
+        message_id=str(message["Message-ID"]),
+        subject=str(message["Subject"]),
     )
 
 

@@ -17,7 +17,8 @@ A channel module (`sms`, `line`, ...) holds no I/O. It declares
 The hook controller (`api/controllers/hooks.py`) dispatches on the account type through
 `channel()`; the send activity (`activities/messages.py`) builds with the channel and
 `activities/providers.py` performs the requests. A new channel is one new module with this shape
-plus its line in `CHANNELS` below (and its account type in `hub/accounts.py`)."""
+plus its line in `CHANNELS` below; its account type is then named in `hub/accounts.py`, the
+`type` enum of `api/schemas.py` and the title label in `hub/titles.py`."""
 
 from __future__ import annotations
 

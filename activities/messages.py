@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aiohttp
 import httpx
 import msgspec
 from temporalio import activity
 
+from activities import providers
 from activities.inputs import DeliverInput, DeliverResult, FailInput
-from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable, push_line, send_sms
-from hub import metrics, outbound
-from hub.channels import sms
+from activities.providers import Outgoing, ProviderRejected, ProviderUnavailable
+from activities.webhook_http import guarded_session
+from hub import channels, mail, metrics, outbound
 from hub.settings import Settings
 
 # Once the provider has the message, a retry of the whole activity would send it again: keep
@@ -49,6 +51,15 @@ class MessageActivities:
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self.http = http
         self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    def _media_session(self) -> aiohttp.ClientSession:
+        """Fetches customer-given media URLs (email attachments) through the address guard;
+        made on first use, in the worker's event loop."""
+        if self._session is None or self._session.closed:
+            timeout = self.settings.provider_timeout_s
+            self._session = guarded_session(self.settings.webhook_allow_private, timeout)
+        return self._session
 
     @activity.defn(name="deliver_message")
     async def deliver_message(self, data: DeliverInput) -> DeliverResult:
@@ -72,17 +83,28 @@ class MessageActivities:
             text=message["text"],
             medias=msgspec.json.decode(message["medias"] or "[]"),
         )
+        channel = channels.channel(account["type"])
+        caps = channel.CAPABILITIES
         try:
-            if account["type"] == "line":
-                sent = await push_line(self.http, self.settings.resolved_line_api_url, account["token"], out)
-            else:
-                # The hub's id in the URL matches callbacks that come before the sid is recorded.
-                out.status_callback = sms.status_callback_url(
-                    self.settings.resolved_public_url, account["id"], message_id
+            if caps.threads:
+                out.thread = await mail.thread_for(message["conversation_id"], out.to)
+            if caps.attaches_media and out.medias:
+                out.attachments = await providers.fetch_attachments(
+                    self._media_session(),
+                    message["customer_id"],
+                    out.medias,
+                    self.settings.resolved_public_url,
+                    caps.max_attachment_bytes,
+                    self.settings.webhook_allow_private,
                 )
-                sent = await send_sms(
-                    self.http, self.settings.resolved_sms_api_url, account["sid"], account["token"], out
-                )
+            built = channel.build_request(account, out, self.settings)
+            sent = await providers.send(
+                self.http,
+                channel,
+                built,
+                timeout_s=self.settings.provider_timeout_s,
+                allow_private=self.settings.webhook_allow_private,
+            )
         except ProviderRejected as exc:
             metrics.outbound(account["type"], "failed")
             await record_outcome(message_id, outbound.FAILED, reason=str(exc), provider_ids=exc.provider_ids)
@@ -111,6 +133,13 @@ class MessageActivities:
         await record_outcome(
             message_id, outbound.DONE, provider_ids=sent.provider_ids, delivery_status=sent.delivery_status
         )
+        if caps.threads:
+            try:
+                await mail.record_sent_email(
+                    message_id, out.to, built.subject, out.thread or {}, built.message_id
+                )
+            except Exception as exc:  # the message went out: a retry must not send it again
+                activity.logger.warning("email headers of %s not recorded: %s", message_id, exc)
         first = sent.provider_ids[0] if sent.provider_ids else ""
         return DeliverResult(status=outbound.DONE, provider_message_id=first)
 

@@ -28,6 +28,7 @@ from api.controllers.conversations import (
 from api.controllers.events import EventStreamController
 from api.controllers.flows import ActiveflowController, FlowController
 from api.controllers.hooks import HookController
+from api.controllers.media import MediaController
 from api.controllers.webhooks import CustomerController, WebhookDeliveryController
 from api.cors import cors_config
 from api.deps import provide_caller
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ServiceAgentConversationController,
             MessageController,
             HookController,
+            MediaController,
             FlowController,
             ActiveflowController,
             CustomerController,

@@ -121,8 +121,38 @@ async def ensure_demo_flow(demo: dict) -> None:
     if await flows.find_flow(customer_id, None, spec.name) is not None:
         return
     flow = await flows.create_flow(customer_id, spec.name, spec.detail, spec.actions)
-    for key in ("sms_account_id", "line_account_id"):
-        await accounts.update_account(customer_id, uuid.UUID(demo[key]), {"message_flow_id": flow["id"]})
+    for key in ("sms_account_id", "line_account_id", "email_account_id"):
+        if key in demo:
+            await accounts.update_account(customer_id, uuid.UUID(demo[key]), {"message_flow_id": flow["id"]})
+
+
+DEMO_EMAIL = "support@demo.localhost"
+
+
+async def ensure_demo_email(settings: Settings, demo: dict, login_file: Path) -> None:
+    """The demo email account (also for a demo made before email existed), sending through the
+    SMTP sink of `hub run`."""
+    if "email_account_id" in demo:
+        return
+    account = await accounts.create_account(
+        uuid.UUID(demo["customer_id"]),
+        {
+            "type": "email",
+            "name": "Demo support mailbox",
+            "address": DEMO_EMAIL,
+            "secret": secrets.token_hex(16),
+            "smtp_host": "127.0.0.1",
+            "smtp_port": settings.fake_smtp_port or 8725,
+            "smtp_security": "none",
+        },
+    )
+    demo["email_account_id"] = str(account["id"])
+    _write_login(login_file, demo)
+
+
+def _write_login(login_file: Path, demo: dict) -> None:
+    login_file.write_text(json.dumps(demo, indent=2))
+    login_file.chmod(0o600)
 
 
 async def ensure_demo(settings: Settings) -> dict:
@@ -131,6 +161,7 @@ async def ensure_demo(settings: Settings) -> dict:
     if login_file.exists():
         demo = json.loads(login_file.read_text())
         if await Agent.exists().where(Agent.username == demo["username"]):
+            await ensure_demo_email(settings, demo, login_file)
             await ensure_demo_flow(demo)
             return demo
     password = secrets.token_urlsafe(12)
@@ -168,6 +199,7 @@ async def ensure_demo(settings: Settings) -> dict:
     login_file.parent.mkdir(parents=True, exist_ok=True)
     login_file.write_text(json.dumps(demo, indent=2))
     login_file.chmod(0o600)
+    await ensure_demo_email(settings, demo, login_file)
     await ensure_demo_flow(demo)
     return demo
 
@@ -263,7 +295,13 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
             f"{settings.resolved_sms_api_url})",
             f"  LINE hook   : {hooks}/{demo['line_account_id']}  (fake LINE API "
             f"{settings.resolved_line_api_url})",
-            "  try         : .venv/bin/hub simulate sms --text 'hello'",
+            f"  email hook  : {hooks}/{demo['email_account_id']}  ({DEMO_EMAIL}; replies go to the "
+            + (
+                f"SMTP sink 127.0.0.1:{settings.fake_smtp_port}, kept in {settings.data_dir}/mail)"
+                if settings.fake_smtp_port
+                else "account's SMTP relay)"
+            ),
+            "  try         : .venv/bin/hub simulate sms --text 'hello'   (or: simulate email)",
             "",
         ]
         print("\n".join(lines), flush=True)
@@ -378,13 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     apply = flows_sub.add_parser("apply", help="register or update a flow from a JSON file")
     apply.add_argument("file", help='{"name", "detail", "actions": [...]} (an "id" updates that flow)')
     apply.add_argument("--customer", help="customer id (default: the demo customer, or the only one)")
-    sim = sub.add_parser("simulate", help="send a signed inbound SMS or LINE event to a running hub")
-    sim.add_argument("channel", choices=["sms", "line"])
+    sim = sub.add_parser("simulate", help="send a signed inbound SMS, LINE event or email to a running hub")
+    sim.add_argument("channel", choices=["sms", "line", "email"])
     sim.add_argument("--account", help="account id (default: the demo account of that channel)")
-    sim.add_argument("--from", dest="sender", default="", help="sender: E.164 number or LINE user id")
+    sim.add_argument(
+        "--from", dest="sender", default="", help="sender: E.164 number, LINE user id or email address"
+    )
     sim.add_argument("--text", default="hello from the simulator")
     sim.add_argument("--follow", action="store_true", help="LINE: send a follow event instead")
-    sim.add_argument("--name", default="", help="LINE: display name for the profile of --from")
+    sim.add_argument(
+        "--name", default="", help="LINE: display name for the profile of --from; email: From name"
+    )
+    sim.add_argument("--subject", default="Hello", help="email: the subject")
+    sim.add_argument("--attach", action="append", default=[], help="email: a file to attach (repeatable)")
+    sim.add_argument("--in-reply-to", default="", help="email: the Message-Id this email answers")
     sim.add_argument("--url", default="", help="hub base URL (default: HUB_PUBLIC_URL)")
     sub.add_parser("serve", help="apply migrations and serve the API")
     sub.add_parser("migrate", help="apply database migrations")

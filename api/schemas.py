@@ -88,8 +88,16 @@ class ContactUpdate(Struct, kw_only=True):
     addresses: Annotated[list[ContactAddressIn], Meta(max_length=50)] | UnsetType = UNSET
 
 
+EmailAddress = Annotated[str, Meta(max_length=254)]
+SmtpPort = Annotated[int, Meta(ge=0, le=65535, description="0 = the default of smtp_security (587, 465, 25)")]
+SmtpSecurity = Literal["starttls", "tls", "none", ""]
+
+
 class AccountCreate(Struct, kw_only=True):
-    type: Literal["sms", "line"]
+    """sms: number, sid, token (auth token). line: secret (channel secret), token (channel access
+    token). email: address, secret (inbound signing key), smtp_* (the relay it sends through)."""
+
+    type: Literal["sms", "line", "email"]
     name: Name = ""
     detail: Detail = ""
     number: Number = ""
@@ -97,6 +105,12 @@ class AccountCreate(Struct, kw_only=True):
     secret: Secret = ""
     token: Secret = ""
     message_flow_id: UUID | None = None
+    address: EmailAddress = ""
+    smtp_host: Name = ""
+    smtp_port: SmtpPort = 0
+    smtp_security: SmtpSecurity = ""
+    smtp_username: Name = ""
+    smtp_password: Secret = ""
 
 
 class AccountUpdate(Struct, kw_only=True):
@@ -107,6 +121,12 @@ class AccountUpdate(Struct, kw_only=True):
     secret: Secret | UnsetType = UNSET
     token: Secret | UnsetType = UNSET
     message_flow_id: UUID | None | UnsetType = UNSET
+    address: EmailAddress | UnsetType = UNSET
+    smtp_host: Name | UnsetType = UNSET
+    smtp_port: SmtpPort | UnsetType = UNSET
+    smtp_security: SmtpSecurity | UnsetType = UNSET
+    smtp_username: Name | UnsetType = UNSET
+    smtp_password: Secret | UnsetType = UNSET
 
 
 Tag = Annotated[

@@ -1,9 +1,13 @@
-"""`hub simulate`: a signed inbound SMS or LINE event, posted to a running hub like a provider would."""
+"""`hub simulate`: a signed inbound SMS, LINE event or email (Mailgun inbound-route format),
+posted to a running hub like a provider would."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import mimetypes
+import secrets
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from api.fakes import line_signature
 from hub import accounts
+from hub.channels import email
 from hub.settings import Settings
 
 
@@ -61,6 +66,36 @@ def line_request(
     return f"{public_url}/v1.0/hooks/accounts/{account['id']}", body, headers
 
 
+def email_fields(
+    account: dict[str, Any],
+    sender: str,
+    text: str,
+    subject: str = "Hello",
+    name: str = "",
+    in_reply_to: str = "",
+    message_id: str = "",
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """The form fields Mailgun posts for one inbound email, signed with the account's key."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    token = secrets.token_hex(25)
+    fields = {
+        "sender": sender,
+        "from": f"{name} <{sender}>" if name else sender,
+        "recipient": account["address"],
+        "subject": subject,
+        "body-plain": text,
+        "stripped-text": text,
+        "Message-Id": message_id or f"<{uuid.uuid4()}@simulator.localhost>",
+        "timestamp": stamp,
+        "token": token,
+        "signature": email.signature(account["secret"], stamp, token),
+    }
+    if in_reply_to:
+        fields["In-Reply-To"] = fields["References"] = in_reply_to
+    return fields
+
+
 async def simulate(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     account = await accounts.get_account_for_hook(_account_id(settings, args))
     if account is None or account["type"] != args.channel:
@@ -72,6 +107,23 @@ async def simulate(settings: Settings, args: argparse.Namespace) -> dict[str, An
         if args.channel == "sms":
             url, params, headers = sms_request(account, public_url, args.sender or "+14155551234", args.text)
             response = await http.post(target, data=params, headers=headers)
+        elif args.channel == "email":
+            fields = email_fields(
+                account,
+                args.sender or "alice@example.com",
+                args.text,
+                args.subject,
+                args.name,
+                args.in_reply_to,
+            )
+            files = []
+            for i, path in enumerate(args.attach, start=1):
+                kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+                content = await asyncio.to_thread(Path(path).read_bytes)
+                files.append((f"attachment-{i}", (Path(path).name, content, kind)))
+            fields["attachment-count"] = str(len(files))
+            url = target
+            response = await http.post(target, data=fields, files=files or None)
         else:
             user_id = args.sender or "U" + uuid.uuid4().hex
             if args.name:

@@ -35,6 +35,8 @@ def ports_needed(settings: Settings) -> list[tuple[str, str, int]]:
     if not settings.sms_api_url or not settings.line_api_url:
         needed.append(("HUB_FAKE_SMS_PORT", "127.0.0.1", settings.fake_sms_port))
         needed.append(("HUB_FAKE_LINE_PORT", "127.0.0.1", settings.fake_line_port))
+    if settings.fake_smtp_port:
+        needed.append(("HUB_FAKE_SMTP_PORT", "127.0.0.1", settings.fake_smtp_port))
     return needed
 
 

@@ -1,7 +1,9 @@
-"""Channel accounts (SMS numbers, LINE channels) with their write-only provider credentials."""
+"""Channel accounts (SMS numbers, LINE channels, email mailboxes) with their write-only provider
+credentials."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 from uuid import UUID
@@ -13,8 +15,11 @@ from hub.pagination import fetch_page
 from hub.repo import get_scoped, soft_delete, update_scoped
 from hub.tables import Account
 
-ACCOUNT_TYPES = ("sms", "line")
-CONVERSATION_TYPE = {"sms": "message", "line": "line"}
+ACCOUNT_TYPES = ("sms", "line", "email")
+CONVERSATION_TYPE = {"sms": "message", "line": "line", "email": "email"}
+EMAIL_FIELDS = ("address", "smtp_host", "smtp_port", "smtp_security", "smtp_username", "smtp_password")
+SMTP_SECURITY = ("starttls", "tls", "none")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
 
 
 def _check_number(account_type: str, number: str) -> str:
@@ -29,11 +34,37 @@ def _check_number(account_type: str, number: str) -> str:
     return normalized
 
 
+def _check_email(account_type: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The email fields of an account, validated and normalised (`values`: all of them)."""
+    if account_type != "email":
+        given = [k for k in EMAIL_FIELDS if values.get(k)]
+        if given:
+            raise BadRequest(f"{', '.join(given)}: for email accounts; a {account_type} account has none")
+        return {}
+    from hub.channels.email import default_port, normalize_address
+
+    raw_address = str(values.get("address") or "")
+    address = normalize_address(raw_address)
+    if not address or "<" in raw_address:
+        raise BadRequest("address must be an email address (the mailbox this account sends from)")
+    security = values.get("smtp_security") or "starttls"
+    if security not in SMTP_SECURITY:
+        raise BadRequest("smtp_security must be one of starttls, tls, none")
+    host = str(values.get("smtp_host") or "").strip()
+    if not host or not _HOST.match(host):
+        raise BadRequest("smtp_host must be the host name or address of the SMTP relay")
+    port = values.get("smtp_port") or default_port(security)
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BadRequest("smtp_port must be between 1 and 65535")
+    return {"address": address, "smtp_host": host, "smtp_port": port, "smtp_security": security}
+
+
 async def create_account(customer_id: UUID, values: dict[str, Any]) -> dict[str, Any]:
     values = dict(values)
     if values.get("type") not in ACCOUNT_TYPES:
-        raise BadRequest("type must be one of sms, line")
+        raise BadRequest("type must be one of sms, line, email")
     values["number"] = _check_number(values["type"], values.get("number", ""))
+    values.update(_check_email(values["type"], values))
     await check_flow_reference(customer_id, values.get("message_flow_id"))
     account = Account(id=uuid.uuid4(), customer_id=customer_id, **values)
     await Account.insert(account)
@@ -62,6 +93,13 @@ async def update_account(customer_id: UUID, account_id: UUID, values: dict[str, 
     if "number" in values:
         current = await get_scoped(Account, customer_id, account_id)
         values["number"] = _check_number(current["type"], values["number"])
+    if any(k in values for k in EMAIL_FIELDS):
+        current = await get_scoped(Account, customer_id, account_id)
+        merged = {
+            **{k: current[k] for k in EMAIL_FIELDS},
+            **{k: v for k, v in values.items() if k in EMAIL_FIELDS},
+        }
+        values.update(_check_email(current["type"], merged))
     return await update_scoped(Account, customer_id, account_id, values)
 
 

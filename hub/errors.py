@@ -34,6 +34,11 @@ class Conflict(HubError):
     reason = "conflict"
 
 
+class PayloadTooLarge(HubError):
+    status = 413
+    reason = "payload_too_large"
+
+
 class Unavailable(HubError):
     status = 503
     reason = "service_unavailable"

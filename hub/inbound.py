@@ -10,7 +10,7 @@ import msgspec
 
 from hub import activeflows, events, participants
 from hub.accounts import CONVERSATION_TYPE
-from hub.addresses import Address, normalize_tel
+from hub.addresses import Address, normalize_target, normalize_tel
 from hub.conversations import record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
@@ -33,6 +33,13 @@ class InboundMessage:
     sender: Address | None = None
     # The provider's raw message type (LINE: text, sticker, location...); "" = plain text.
     content_type: str = ""
+    # A LINE follow/join: it opens the conversation and carries no message.
+    opens_only: bool = False
+    # How to learn the peer's name for a new conversation (hub.channels.NameLookup), None = no way.
+    name_lookup: Any = None
+    # The channel's own rows (email headers, attachments): awaited with the stored message, in
+    # its transaction (not for a duplicate).
+    stored_with: Any = None
 
 
 @dataclass
@@ -109,6 +116,8 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
                 # that won); undo the room changes too.
                 raise _Duplicate
             message = inserted[0]
+            if inbound.stored_with is not None:
+                await inbound.stored_with(message)
             conversation = await record_last_message(conversation, message)
             room.conversation = conversation
             await events.emit(*await _room_events(room), *_message_events(conversation, message))
@@ -190,6 +199,8 @@ def self_address_of(account: dict[str, Any]) -> Address:
     """Our side of every conversation of an account: its number (SMS) or the account itself (LINE)."""
     if account["type"] == "line":
         return Address(type="line", target=str(account["id"]), name=account["name"])
+    if account["type"] == "email":
+        return Address(type="email", target=account["address"], name=account["name"])
     return Address(type="tel", target=account["number"], name=account["name"])
 
 
@@ -210,6 +221,11 @@ async def room_for_destination(
         if not target:
             raise BadRequest(f"destination {destination!r} is not a phone number")
         peer = Address(type="tel", target=target)
+    elif account["type"] == "email":
+        target = normalize_target("email", destination)
+        if "@" not in target:
+            raise BadRequest(f"destination {destination!r} is not an email address")
+        peer = Address(type="email", target=target)
     else:
         peer = Address(type="line", target=destination.strip())
     # A new participant is named by its contact in room matching.

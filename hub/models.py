@@ -88,7 +88,7 @@ class ContactOut(msgspec.Struct, kw_only=True):
 
 
 class AccountOut(msgspec.Struct, kw_only=True):
-    """`secret` and `token` are write-only and deliberately absent."""
+    """`secret`, `token` and `smtp_password` are write-only and deliberately absent."""
 
     id: UUID
     customer_id: UUID
@@ -98,6 +98,12 @@ class AccountOut(msgspec.Struct, kw_only=True):
     number: AccountNumber
     sid: str
     message_flow_id: UUID | None
+    # Email accounts: the mailbox and its SMTP relay ("" and 0 for other types).
+    address: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_security: str = ""
+    smtp_username: str = ""
     tm_create: datetime | None
     tm_update: datetime | None
     tm_delete: datetime | None = None

@@ -40,7 +40,11 @@ OPEN = "open"
 # The address type an account type reaches.
 ADDRESS_TYPE_OF_ACCOUNT = {"sms": "tel", "line": "line", "email": "email"}
 # Account fields without which a channel cannot send (an account lacking one is unavailable).
-REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {"sms": ("sid", "token"), "line": ("token",)}
+REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "sms": ("sid", "token"),
+    "line": ("token",),
+    "email": ("address", "smtp_host"),
+}
 # Each attempt that fails lost a race to a transaction that committed meanwhile.
 MAX_MATCH_ATTEMPTS = 10
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

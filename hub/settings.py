@@ -58,6 +58,8 @@ class Settings:
     temporal_ui_port: int = 8233
     fake_sms_port: int = 8701
     fake_line_port: int = 8702
+    # The local SMTP sink (aiosmtpd) `hub run` starts for the demo email account; 0 = none.
+    fake_smtp_port: int = 8725
     # Seconds each provider call may take before it counts as failed (and is retried).
     provider_timeout_s: int = 10
     # How often the worker looks for sends whose workflow never started (a crash, Temporal down).

@@ -3,6 +3,7 @@
 from piccolo.columns import (
     UUID,
     Boolean,
+    Bytea,
     Integer,
     Serial,
     Text,
@@ -90,6 +91,13 @@ class Account(Table, tablename="accounts"):
     secret = Text(default="")
     token = Text(default="")
     message_flow_id = UUID(null=True, default=None)
+    # Email accounts (migration 0012): the mailbox, and the SMTP relay that sends from it.
+    address = Varchar(length=255, default="")
+    smtp_host = Varchar(length=255, default="")
+    smtp_port = Integer(default=0)
+    smtp_security = Varchar(length=16, default="")
+    smtp_username = Varchar(length=255, default="")
+    smtp_password = Text(default="")
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_delete = Timestamptz(null=True, default=None)
@@ -292,6 +300,38 @@ class WebhookDelivery(Table, tablename="webhook_deliveries"):
     tm_update = Timestamptz(default=TimestamptzNow())
 
 
+class EmailMessage(Table, tablename="email_messages"):
+    """The email headers of a message (inbound or sent), for threading replies: the subject, the
+    Message-Id (also the message's `provider_message_id`), In-Reply-To and References."""
+
+    message_id = UUID(primary_key=True)
+    customer_id = Reference()
+    conversation_id = Reference(index=True)
+    direction = Varchar(length=16)
+    # The peer's normalised address (the sender of an inbound email, the recipient of a reply).
+    peer = Varchar(length=255, default="")
+    subject = Text(default="")
+    header_message_id = Text(default="")
+    in_reply_to = Text(default="")
+    references = Text(default="")
+    tm_create = Timestamptz(default=TimestamptzNow())
+
+
+class StoredMedia(Table, tablename="media"):
+    """A file the hub keeps itself (email attachments), served at /v1.0/media/{id} to agents of
+    its customer. The bytes live in the database, on PostgreSQL and SQLite alike."""
+
+    id = UUID(primary_key=True)
+    customer_id = Reference(index=True)
+    conversation_id = Reference()
+    message_id = Reference(index=True)
+    content_type = Varchar(length=255, default="application/octet-stream")
+    filename = Varchar(length=255, default="")
+    size = Integer(default=0)
+    data = Bytea(default=b"")
+    tm_create = Timestamptz(default=TimestamptzNow())
+
+
 TABLES: list[type[Table]] = [
     Customer,
     Agent,
@@ -306,6 +346,8 @@ TABLES: list[type[Table]] = [
     FlowVersion,
     Activeflow,
     WebhookDelivery,
+    EmailMessage,
+    StoredMedia,
 ]
 
 __all__ = ["TABLES", *[t.__name__ for t in TABLES]]

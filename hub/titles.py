@@ -1,8 +1,8 @@
-"""Automatic conversation titles: "{SMS|LINE} · {peer}" (U+00B7) and "{SMS|LINE} conversation"."""
+"""Automatic conversation titles: "{SMS|LINE|Email} · {peer}" (U+00B7) and "{label} conversation"."""
 
 from __future__ import annotations
 
-CHANNEL_LABELS = {"message": "SMS", "line": "LINE"}
+CHANNEL_LABELS = {"message": "SMS", "line": "LINE", "email": "Email"}
 UNKNOWN = "Unknown"
 
 

@@ -1,13 +1,31 @@
-"""Channels by account type: what each one can carry (pure data), and checks on outgoing messages.
+"""Channels: one module per account type, all with the same small, pure interface.
 
-Each channel module (`sms`, `line`) holds its capabilities and the pure functions that turn hub
-messages into the provider's shapes; nothing here does I/O."""
+A channel module (`sms`, `line`, ...) holds no I/O. It declares
+
+- `CAPABILITIES`: what it can carry (text limit, media kinds, https media, ...);
+- `SIGNATURE_PROBLEM`: the 401 message when `verify` says no; `ACK`: the 200 answer to its hook;
+- `verify(account, request, body) -> bool`: the provider's signature over a hook request
+  (`HookRequest`: the public URL, headers, query); it may raise `Unauthorized` when the account
+  lacks the credential to check with;
+- `parse(account, request, body, settings) -> Parsed`: the provider's body turned into
+  `hub.inbound.InboundMessage`s (and, for SMS, delivery reports); bad input raises `BadRequest`;
+- `build_request(account, outgoing, settings) -> list[HttpRequest]`: the provider requests that
+  send one hub message, in order, and `read_answer(status_code, body)`: the ids an accepted
+  request's answer names. (A channel whose provider is not HTTP returns its own description, and
+  `activities/providers.py` sends that.)
+
+The hook controller (`api/controllers/hooks.py`) dispatches on the account type through
+`channel()`; the send activity (`activities/messages.py`) builds with the channel and
+`activities/providers.py` performs the requests. A new channel is one new module with this shape
+plus its line in `CHANNELS` below; its account type is then named in `hub/accounts.py`, the
+`type` enum of `api/schemas.py` and the title label in `hub/titles.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,11 @@ class Capabilities:
     # Media URLs must be https (LINE fetches them only over TLS).
     needs_https_media: bool
     max_medias: int = 10
+    # The hub fetches each media and sends its bytes (email attachments) instead of its URL.
+    attaches_media: bool = False
+    max_attachment_bytes: int = 0
+    # Replies thread to the conversation (email: subject, In-Reply-To, References).
+    threads: bool = False
 
 
 def media_kind(media_type: str) -> str:
@@ -49,9 +72,139 @@ def _get(media: Any, key: str) -> str:
     return str(media.get(key, "") if isinstance(media, dict) else getattr(media, key, "")) or ""
 
 
-from hub.channels import line, sms  # noqa: E402 - they build on Capabilities above
+# --- inbound ---------------------------------------------------------------------------------
 
-REGISTRY: dict[str, Capabilities] = {"sms": sms.CAPABILITIES, "line": line.CAPABILITIES}
+
+@dataclass(frozen=True)
+class HookRequest:
+    """What a channel may look at besides the body: the URL as the provider signed it
+    (HUB_PUBLIC_URL + path + query), headers with lowercase names, the query parameters."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    # Scratch space of this one request: a channel parses its body once for verify and parse.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The 200 answer a provider expects from its hook."""
+
+    content: Any
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A provider's delivery report on an outgoing message (SMS status callbacks)."""
+
+    provider_message_id: str
+    # The hub's delivery_status ("" = a status the hub does not track) and the provider's words.
+    delivery_status: str
+    reason: str
+    # The hub's message id when the callback URL names it (signed with the rest of the URL).
+    message_id: UUID | None = None
+    provider_status: str = ""
+
+
+@dataclass(frozen=True)
+class NameLookup:
+    """How to learn a peer's display name when the body does not tell it (LINE profile, group
+    summary): GET `request`, read `field` of its JSON answer; `fallback` when that gives nothing."""
+
+    request: HttpRequest | None
+    field: str = ""
+    fallback: str = ""
+
+
+@dataclass
+class Parsed:
+    """What one hook body carries."""
+
+    messages: list[Any] = field(default_factory=list)  # hub.inbound.InboundMessage
+    statuses: list[StatusReport] = field(default_factory=list)
+    # A batch (LINE): items that cannot be used are logged and skipped instead of failing the
+    # request, and a flow that cannot start now is left to recovery. `skipped` says why, `total`
+    # counts the items of the batch (all skipped: 400).
+    batch: bool = False
+    skipped: list[str] = field(default_factory=list)
+    total: int = 0
+
+
+# --- outbound --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outgoing:
+    """One hub message to send: who to, from whom, what."""
+
+    message_id: str
+    to: str
+    sender: str
+    text: str
+    medias: list[dict[str, str]]
+    status_callback: str = ""
+    # Channels that thread (email): subject, in_reply_to, references of the conversation.
+    thread: dict[str, str] | None = None
+    # Channels that attach media: the medias' bytes, fetched by the send activity.
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to send: its bytes, type and name."""
+
+    data: bytes
+    content_type: str
+    filename: str = ""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One provider request, described (activities/providers.py performs it)."""
+
+    url: str
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, Any] | None = None
+    json: Any = None
+    auth: tuple[str, str] | None = None
+    # Answers that mean "accepted before" (LINE: 409 for a reused retry key), read like a 2xx.
+    accepted_statuses: tuple[int, ...] = ()
+    # Which part of the message this request is ("push 2 of 3"), named in a rejection's reason.
+    label: str = ""
+
+
+@dataclass
+class Sent:
+    """What the provider answered for an accepted message."""
+
+    provider_ids: list[str]
+    # The hub's delivery_status the answer implies (Twilio: its `status`; LINE: sent).
+    delivery_status: str = ""
+
+
+# --- registry --------------------------------------------------------------------------------
+
+from hub.channels import email, line, sms  # noqa: E402 - they build on the types above
+
+# One line per channel: account type -> module.
+CHANNELS = {
+    "sms": sms,
+    "line": line,
+    "email": email,
+}
+
+REGISTRY: dict[str, Capabilities] = {kind: module.CAPABILITIES for kind, module in CHANNELS.items()}
+
+
+def channel(account_type: str):
+    """The channel module of an account type (None for an unknown type)."""
+    return CHANNELS.get(account_type)
 
 
 def capabilities(account_type: str) -> Capabilities | None:

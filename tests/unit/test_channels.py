@@ -15,7 +15,8 @@ def test_registry_and_limits():
     assert channels.capabilities("sms").text_limit == 1600
     assert channels.capabilities("line").text_limit == 5000
     assert channels.capabilities("line").max_push_messages == 5
-    assert channels.capabilities("email") is None
+    assert channels.capabilities("fax") is None
+    assert channels.capabilities("email").attaches_media and channels.capabilities("email").threads
     assert channels.outgoing_problem(sms.CAPABILITIES, "x" * 1600, []) == ""
     assert "1,600" in channels.outgoing_problem(sms.CAPABILITIES, "x" * 1601, [])
     assert "5,000" in channels.outgoing_problem(line.CAPABILITIES, "x" * 5001, [])

@@ -350,8 +350,26 @@ async def table_columns(engine) -> dict[str, list[tuple[str, str, bool]]]:
     return tables
 
 
-def _sample_value(declared: str, n: int):
+# Text columns the hub keeps JSON in (migrations may read into them).
+_JSON_OBJECT_COLUMNS = {
+    "source",
+    "destination",
+    "self_address",
+    "peer_address",
+    "address",
+    "variables",
+    "data",
+}
+_JSON_LIST_COLUMNS = {"medias", "actions", "executed_actions", "tags", "provider_message_ids"}
+
+
+def _sample_value(declared: str, n: int, column: str = ""):
     from datetime import UTC, datetime, timedelta
+
+    if column in _JSON_OBJECT_COLUMNS:
+        return json.dumps({"type": "tel", "target": f"+1415555{n:04d}", "target_name": f"name {n}"})
+    if column in _JSON_LIST_COLUMNS:
+        return "[]"
 
     if "UUID" in declared:
         return str(uuid.UUID(int=n + 1))
@@ -375,7 +393,9 @@ async def populate_every_table(engine, rows_per_table: int = 2) -> None:
     for table, columns in (await table_columns(engine)).items():
         filled = [(name, declared) for name, declared, generated in columns if not generated]
         for r in range(rows_per_table):
-            values = [_sample_value(declared, 1000 * r + i) for i, (_, declared) in enumerate(filled)]
+            values = [
+                _sample_value(declared, 1000 * r + i, name) for i, (name, declared) in enumerate(filled)
+            ]
             names = ", ".join(f'"{name}"' for name, _ in filled)
             if sqlite:
                 placeholders = ", ".join("?" for _ in filled)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -11,35 +11,13 @@ import msgspec
 from hub import activeflows, events, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_target, normalize_tel
+from hub.channels import InboundMessage  # noqa: F401 - the channels build it; importable from here
 from hub.conversations import record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
-from hub.models import Media, MessageReceived, conversation_out, message_out
+from hub.models import MessageReceived, conversation_out, message_out
 from hub.repo import now
 from hub.tables import Account, Conversation, Message
-
-
-@dataclass
-class InboundMessage:
-    account: dict[str, Any]
-    peer: Address
-    self_address: Address
-    provider_message_id: str
-    text: str = ""
-    medias: list[Media] = field(default_factory=list)
-    # A display name the provider told us (LINE profile); SMS peers are named by contacts.
-    peer_display_name: str = ""
-    # Who wrote, when that is not the peer (a member of a LINE group); None = the peer.
-    sender: Address | None = None
-    # The provider's raw message type (LINE: text, sticker, location...); "" = plain text.
-    content_type: str = ""
-    # A LINE follow/join: it opens the conversation and carries no message.
-    opens_only: bool = False
-    # How to learn the peer's name for a new conversation (hub.channels.NameLookup), None = no way.
-    name_lookup: Any = None
-    # The channel's own rows (email headers, attachments): awaited with the stored message, in
-    # its transaction (not for a duplicate).
-    stored_with: Any = None
 
 
 @dataclass

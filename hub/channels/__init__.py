@@ -8,7 +8,7 @@ A channel module (`sms`, `line`, ...) holds no I/O. It declares
   (`HookRequest`: the public URL, headers, query); it may raise `Unauthorized` when the account
   lacks the credential to check with;
 - `parse(account, request, body, settings) -> Parsed`: the provider's body turned into
-  `hub.inbound.InboundMessage`s (and, for SMS, delivery reports); bad input raises `BadRequest`;
+  `InboundMessage`s (below) (and, for SMS, delivery reports); bad input raises `BadRequest`;
 - `build_request(account, outgoing, settings) -> list[HttpRequest]`: the provider requests that
   send one hub message, in order, and `read_answer(status_code, body)`: the ids an accepted
   request's answer names. (A channel whose provider is not HTTP returns its own description, and
@@ -26,6 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+from hub.addresses import Address
+from hub.models import Media
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ class NameLookup:
 class Parsed:
     """What one hook body carries."""
 
-    messages: list[Any] = field(default_factory=list)  # hub.inbound.InboundMessage
+    messages: list[Any] = field(default_factory=list)  # InboundMessage
     statuses: list[StatusReport] = field(default_factory=list)
     # A batch (LINE): items that cannot be used are logged and skipped instead of failing the
     # request, and a flow that cannot start now is left to recovery. `skipped` says why, `total`
@@ -189,6 +192,32 @@ class Sent:
 
 
 # --- registry --------------------------------------------------------------------------------
+
+@dataclass
+class InboundMessage:
+    """One inbound provider message, as a channel parsed it (stored by hub.inbound.store_inbound)."""
+
+    account: dict[str, Any]
+    peer: Address
+    self_address: Address
+    provider_message_id: str
+    text: str = ""
+    medias: list[Media] = field(default_factory=list)
+    # A display name the provider told us (LINE profile); SMS peers are named by contacts.
+    peer_display_name: str = ""
+    # Who wrote, when that is not the peer (a member of a LINE group); None = the peer.
+    sender: Address | None = None
+    # The provider's raw message type (LINE: text, sticker, location...); "" = plain text.
+    content_type: str = ""
+    # A LINE follow/join: it opens the conversation and carries no message.
+    opens_only: bool = False
+    # How to learn the peer's name for a new conversation (hub.channels.NameLookup), None = no way.
+    name_lookup: Any = None
+    # The channel's own rows (email headers, attachments): awaited with the stored message, in
+    # its transaction (not for a duplicate).
+    stored_with: Any = None
+
+
 
 from hub.channels import email, line, sms  # noqa: E402 - they build on the types above
 

@@ -30,9 +30,8 @@ from urllib.parse import parse_qsl
 import multipart
 
 from hub.addresses import Address
-from hub.channels import Ack, Capabilities, HookRequest, Outgoing, Parsed, Sent
+from hub.channels import Ack, Capabilities, HookRequest, InboundMessage, Outgoing, Parsed, Sent
 from hub.errors import BadRequest, PayloadTooLarge, Unauthorized
-from hub.inbound import InboundMessage
 from hub.models import Media
 from hub.settings import Settings
 from hub.strict import refuse_nul

@@ -25,6 +25,7 @@ from hub.channels import (
     Capabilities,
     HookRequest,
     HttpRequest,
+    InboundMessage,
     NameLookup,
     Outgoing,
     Parsed,
@@ -32,7 +33,6 @@ from hub.channels import (
     media_kind,
 )
 from hub.errors import BadRequest, Unauthorized
-from hub.inbound import InboundMessage
 from hub.models import Media
 from hub.settings import Settings
 

@@ -18,13 +18,13 @@ from hub.channels import (
     Capabilities,
     HookRequest,
     HttpRequest,
+    InboundMessage,
     Outgoing,
     Parsed,
     Sent,
     StatusReport,
 )
 from hub.errors import BadRequest, Unauthorized
-from hub.inbound import InboundMessage
 from hub.models import Media
 from hub.settings import Settings
 

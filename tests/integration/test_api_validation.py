@@ -357,10 +357,13 @@ async def test_valid_bodies_still_work(client):
     assert (
         await client.put(f"/v1.0/agents/{ids['agent_id']}", json={"name": "Renamed"}, headers=h)
     ).status_code == 200
-    assert (await client.post("/v1.0/contacts", json=CONTACT, headers=h)).status_code == 200
-    assert (
-        await client.put(f"/v1.0/contacts/{ids['contact_id']}", json=CONTACT, headers=h)
-    ).status_code == 200
+    created = await client.post("/v1.0/contacts", json=CONTACT, headers=h)
+    assert created.status_code == 200, created.text
+    # The created contact holds CONTACT's number now: an address belongs to one contact only.
+    again = await client.put(f"/v1.0/contacts/{created.json()['id']}", json=CONTACT, headers=h)
+    assert again.status_code == 200, again.text
+    taken = await client.put(f"/v1.0/contacts/{ids['contact_id']}", json=CONTACT, headers=h)
+    assert taken.status_code == 409, taken.text
     assert (await client.post("/v1.0/accounts", json=ACCOUNT, headers=h)).status_code == 200
     assert (
         await client.put(f"/v1.0/accounts/{ids['account_id']}", json={"name": "A"}, headers=h)

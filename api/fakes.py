@@ -19,6 +19,8 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.params import FromPath, JSONBody
 from twilio.request_validator import RequestValidator
 
+from api.supervise import QuietServer
+
 log = logging.getLogger("hub.fakes")
 
 
@@ -349,7 +351,9 @@ async def start_server(
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan=lifespan, log_config=None
     )
-    server = uvicorn.Server(config)
+    # Signals are the process's (hub run's supervisor): a server of its own that captured SIGTERM
+    # would re-raise it after stopping, and a second SIGTERM means "force exit" to the API.
+    server = QuietServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

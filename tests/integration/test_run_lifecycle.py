@@ -24,6 +24,7 @@ PORT_SETTINGS = (
     "HUB_TEMPORAL_UI_PORT",
     "HUB_FAKE_SMS_PORT",
     "HUB_FAKE_LINE_PORT",
+    "HUB_FAKE_SMTP_PORT",
 )
 # Generous: the machine may be busy; this bounds a hang, it measures nothing.
 START_WITHIN_S = 300

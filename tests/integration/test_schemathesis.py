@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import os
 import re
 import secrets
@@ -96,15 +97,21 @@ async def seed(http: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[str]]:
         "activeflow_id": activeflows,
         "agent_id": agents,
         "owner_id": agents,
+        # The outbox holds the events of the seeding: resuming from its start answers at once.
+        "header.Last-Event-ID": ["0"],
     }
+
+
+def _word(key: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", key.lower())
 
 
 def seed_rule(seeded: dict[str, list[str]]) -> str:
     """Parameters of these names take a seeded id half of the time (a generated one otherwise)."""
     lines = ["", "[parameters]"]
-    lines += [f'{name} = {{ dictionary = "{name}", probability = 0.5 }}' for name in seeded]
-    for name, values in seeded.items():
-        lines += ["", f"[dictionaries.{name}]", "values = [" + ", ".join(f'"{v}"' for v in values) + "]"]
+    lines += [f'"{key}" = {{ dictionary = "{_word(key)}", probability = 0.5 }}' for key in seeded]
+    for key, values in seeded.items():
+        lines += ["", f"[dictionaries.{_word(key)}]", f"values = {json.dumps(values)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -80,10 +80,15 @@ NO_NUL = {"pattern": "\\x00"}
 
 
 def document_no_nul(node: Any) -> None:
-    """Adds `not: {pattern: NUL}` to every free-text string schema of the document, in place."""
+    """Adds `not: {pattern: NUL}` to every free-text string schema of the document and to the keys
+    of every map, in place."""
     if isinstance(node, dict):
         if node.get("type") == "string" and not ({"enum", "const", "format"} & node.keys()):
             node["not"] = NO_NUL
+        # A struct's unknown fields are ignored, whatever they hold; a map's keys are read.
+        is_map = "properties" not in node and node.get("additionalProperties", True) is not False
+        if node.get("type") == "object" and is_map:
+            node["propertyNames"] = {"not": NO_NUL}
         for value in node.values():
             document_no_nul(value)
     elif isinstance(node, list):

@@ -6,7 +6,12 @@ schema-valid request refused beyond the rules listed in tests/schemathesis.toml.
 Two runs: a plain agent's token first (every operation; the permission checks answer 403 or
 the agent's own view), then an admin's (more examples, every phase). The API under test has a
 database of its own and a task queue no worker polls: generated data (webhook URLs, flows,
-messages) is stored and answered but never acted upon, so no generated URL is ever called."""
+messages) is stored and answered but never acted upon, so no generated URL is ever called.
+
+Schemathesis runs as its CLI in a subprocess: the API is served in this test's event loop, which
+schemathesis' blocking requests (its Python API) would stall. Its output is not sanitized, so a
+failure's curl line (in the assertion message) reproduces the request exactly; the tokens are of
+a throwaway tenant signed with the suite's test secret."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub import db
+from hub import db, dispatch
 from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import Tenant, fresh_pg_database, make_tenant, open_conversation, serving
 
@@ -87,6 +92,11 @@ async def seed(http: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[str]]:
     ]
     activeflows = [a["id"] for a in (await made("GET", "/v1.0/activeflows"))["result"]]
     assert len(messages) == len(activeflows) == 2, (messages, activeflows)
+    # Webhook deliveries of those events, as a worker's relay queues them (none sends them here).
+    await made("PUT", "/v1.0/customer", {"webhook_uri": "https://192.0.0.9/never-sent"})
+    await dispatch.relay_batch(100)
+    deliveries = [d["id"] for d in (await made("GET", "/v1.0/webhook_deliveries"))["result"]]
+    assert deliveries
     agents = [str(m.id) for m in (tenant.admin, tenant.manager, tenant.agent, tenant.other_agent)]
     return {
         "account_id": [account_id],
@@ -95,6 +105,7 @@ async def seed(http: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[str]]:
         "conversation_id": conversations,
         "message_id": messages,
         "activeflow_id": activeflows,
+        "delivery_id": deliveries[:3],
         "agent_id": agents,
         "owner_id": agents,
         # The outbox holds the events of the seeding: resuming from its start answers at once.
@@ -115,14 +126,20 @@ def seed_rule(seeded: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def line_of(output: str, marker: str, after: int = 0) -> int:
+    """Where the line holding `marker` starts, or -1."""
+    found = output.find(marker, after)
+    return output.rfind("\n", 0, found) + 1 if found >= 0 else -1
+
+
 def findings(output: str) -> str:
     """The failures and errors sections (each failure with a curl line reproducing it)."""
     start = min(
         (m.start() for m in re.finditer(r"^=+ (FAILURES|ERRORS) =+$", output, re.MULTILINE)),
         default=max(0, len(output) - 8000),
     )
-    end = output.find("=== WARNINGS ===", start)
-    return output[start : end if end > 0 else None][:20000] + "\n" + output[output.find("=== SUMMARY") :]
+    end, summary = line_of(output, "=== WARNINGS ===", start), line_of(output, "=== SUMMARY ===")
+    return output[start : end if end > 0 else None][:20000] + "\n" + output[max(summary, 0) :]
 
 
 async def schemathesis(base_url: str, config: Path, token: str, examples: str, phases: str, cwd: Path):
@@ -148,6 +165,8 @@ async def schemathesis(base_url: str, config: Path, token: str, examples: str, p
         "20",
         "--generation-database",
         "none",
+        "--output-sanitize",
+        "false",
         "--no-color",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -187,8 +206,8 @@ async def test_schemathesis_finds_no_failure(settings, pg_engine, tmp_path):
                         base_url, config, tokens[who], examples, phases, tmp_path
                     )
                     cases = re.search(r"(\d+) generated", output)
-                    # Shown with `pytest -s`: the cases run, the phases, the warnings.
-                    print(f"schemathesis as {who}:\n{output[output.find('=== WARNINGS'):]}")
+                    # Shown with `pytest -s`: the warnings, the phases, the cases run.
+                    print(f"schemathesis as {who}:\n{output[max(line_of(output, '=== WARNINGS'), 0) :]}")
                     assert code == 0 and cases, f"schemathesis as {who}:\n{findings(output)}"
                 # The run could not lock itself out: what it tested, it tested as an admin.
                 answer = await http.get("/v1.0/agents", headers=tenant.admin.headers)

@@ -177,7 +177,7 @@ def document_bodies(schema: dict[str, Any]) -> None:
                     "application/json": {"schema": {"type": "object", "description": "LINE: {}"}},
                 }
     components = schema["components"]["schemas"]
-    components["AgentOut"]["properties"]["permission"]["enum"] = PERMISSIONS
+    components["AgentOut"]["properties"]["permission"]["enum"] = list(PERMISSIONS)
 
 
 NULL = {"type": "null"}

@@ -23,21 +23,35 @@ from hub.models import (
 
 Name = Annotated[str, Meta(max_length=255)]
 Detail = Annotated[str, Meta(max_length=4096)]
-Username = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^\S+$")]
+# Patterns end in `\Z`, the true end of the text (`$` also matches before a final newline in
+# Python); the OpenAPI document spells it `$` (api.openapi). No `\s`, `\d`, `\w`: they differ
+# between Python and JSON Schema's ECMA regexes. These are the whitespace of both.
+WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+Username = Annotated[
+    str, Meta(min_length=1, max_length=255, pattern=rf"^[^{WHITESPACE}]+\Z", description="no whitespace")
+]
 Password = Annotated[str, Meta(min_length=8, max_length=1024)]
 Permission = Annotated[
     Literal[0, 32, 64, 96],
     Meta(description="permission bits: 0 plain agent, 32 (0x20) admin, 64 (0x40) manager, 96 both"),
 ]
 Secret = Annotated[str, Meta(max_length=4096)]
-# Separators are allowed on input; the stored number is E.164 (see AccountOut).
+# Separators are allowed on input; the stored number is E.164 (see AccountOut). The pattern is
+# exactly what hub.addresses.normalize_tel turns into E.164 (a unit test holds them together):
+# +CC..., 00CC..., a national number of 10 digits (+1 is added) or 7-15 digits (+ is added).
+_SEP = r"[ ().-]*"
+_DIGIT = rf"(?:{_SEP}[0-9])"
+DIALABLE_PATTERN = (
+    rf"^(?:{_SEP}(?:\+{_SEP}[1-9]{_DIGIT}{{6,14}}|0{_SEP}0{_SEP}[1-9]{_DIGIT}{{6,14}}"
+    rf"|0{_SEP}[1-9]{_DIGIT}{{8}}|[1-9]{_DIGIT}{{6,14}}){_SEP})?\Z"
+)
 Number = Annotated[
     str,
     Meta(
         max_length=32,
-        pattern=r"^[+0-9 ().-]*$",
-        description="sms accounts: the E.164 number (+14155551234); spaces, dots, dashes and brackets are "
-        "dropped; line accounts: empty",
+        pattern=DIALABLE_PATTERN,
+        description="sms accounts: the number, stored as E.164 (+14155551234); spaces, dots, dashes and "
+        "brackets are dropped, 00 becomes +, a 10-digit national number gets +1; line accounts: empty",
     ),
 ]
 
@@ -269,3 +283,24 @@ class CustomerWithSecret(CustomerOut, kw_only=True):
 class WebhookDeliveryPage(Struct):
     result: list[WebhookDeliveryOut]
     next_page_token: str
+
+
+# Standard base64 with its padding, as protobuf's JSON mapping writes bytes.
+Base64 = Annotated[
+    str,
+    Meta(
+        pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z",
+        description="standard base64, padded",
+    ),
+]
+
+
+class PayloadJSON(Struct, kw_only=True, forbid_unknown_fields=True):
+    metadata: dict[str, Base64] = {}
+    data: Base64 = ""
+
+
+class PayloadsJSON(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Temporal `Payloads` in protobuf's JSON mapping: the codec server protocol's body."""
+
+    payloads: list[PayloadJSON] = []

@@ -6,12 +6,14 @@ which arrive as text); the handler's own body type is checked strictly here firs
 
 from __future__ import annotations
 
+import types
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Request
+from litestar.params import ParameterKwarg
 
 from hub.errors import BadRequest
 from hub.strict import refuse_nul
@@ -39,10 +41,43 @@ async def strict_input(request: Request) -> None:
         await check_input(request)
 
 
+def _takes_text_null(annotation: Any) -> bool:
+    """Whether the text "null" is a value of this type (a string, or a literal of that name)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _takes_text_null(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_takes_text_null(arg) for arg in get_args(annotation))
+    if origin is Literal:
+        return "null" in get_args(annotation)
+    return annotation in (str, Any)
+
+
+@lru_cache(maxsize=256)
+def _nullable_queries(handler: Any) -> frozenset[str]:
+    names = set()
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        kwarg = field.kwarg_definition
+        if isinstance(kwarg, ParameterKwarg) and not (kwarg.header or kwarg.cookie):
+            if field.is_optional and not _takes_text_null(field.annotation):
+                names.add(kwarg.query or name)
+    return frozenset(names)
+
+
+def refuse_null_queries(request: Request) -> None:
+    """Litestar reads the text `null` of an optional query parameter as None, as if it had not
+    been sent: `?owner_id=null` would answer for every owner. It is a bad value instead."""
+    nullable = _nullable_queries(request.route_handler)
+    for key, value in request.query_params.multi_items():
+        if value == "null" and key in nullable:
+            raise BadRequest(f"query parameter {key!r}: null is not a value (leave the parameter out)")
+
+
 async def check_input(request: Request) -> None:
-    """400 for NUL characters anywhere and for loosely typed bodies."""
+    """400 for NUL characters anywhere, for `null` as a query value and for loosely typed bodies."""
     refuse_nul(dict(request.path_params), "path")
     refuse_nul(request.query_params.dict(), "query")
+    refuse_null_queries(request)
     if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
         return
     body = await request.body()

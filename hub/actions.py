@@ -16,7 +16,8 @@ from hub.errors import BadRequest
 MAX_ACTIONS_PER_FLOW = 500
 # Safety cap of executed actions per activeflow (loops included).
 MAX_EXECUTED_ACTIONS = 1000
-ActionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# `\Z`: `$` would let a final newline through (api.openapi documents it as `$`).
+ActionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+\Z")]
 Text = Annotated[str, Meta(max_length=5000)]
 Url = Annotated[str, Meta(min_length=1, max_length=2048, pattern=r"^https?://")]
 VariableName = Annotated[str, Meta(min_length=1, max_length=128)]

@@ -52,6 +52,9 @@ class AgentController(Controller):
         target = await agents.get_agent(caller.customer_id, agent_id)
         check_manage(caller.permission, target["permission"])
         values = given(data)
+        if agent_id == caller.agent_id and "password" in values:
+            # A stolen token must not lock the owner out: one's own password needs the old one.
+            raise BadRequest("change your own password with POST /auth/password (it needs the old one)")
         if "permission" in values:
             check_grant(caller.permission, values["permission"])
             if agent_id == caller.agent_id and values["permission"] != caller.permission:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 from google.protobuf import json_format
 from litestar import Controller, Request, Response, post, route
 from litestar.params import FromPath, HeaderParameter, QueryParameter
@@ -17,6 +18,7 @@ from temporalio.api.common.v1 import Payloads
 
 from api.codec import CodecError, EncryptionCodec
 from api.deps import provide_caller
+from api.schemas import PayloadsJSON
 from hub.errors import BadRequest, Forbidden, Unavailable
 from hub.permissions import ADMIN
 
@@ -56,9 +58,12 @@ async def _convert(
     codec = request.app.state.temporal.data_converter.payload_codec
     if not isinstance(codec, EncryptionCodec):
         raise Unavailable("payload encryption is off (HUB_TEMPORAL_CODEC_KEY is unset)")
+    body = await request.body()
     try:
-        payloads = json_format.Parse(await request.body(), Payloads())
-    except (json_format.ParseError, UnicodeDecodeError) as exc:
+        # protobuf's own parser lets `[]` and non-base64 bytes through: the protocol's shape first.
+        msgspec.json.decode(body, type=PayloadsJSON, strict=True)
+        payloads = json_format.Parse(body, Payloads())
+    except (msgspec.ValidationError, msgspec.DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
         raise BadRequest(f'body must be Temporal Payloads as JSON ({{"payloads": [...]}}): {exc}') from exc
     try:
         convert = codec.encode if direction == "encode" else codec.decode

@@ -1,6 +1,7 @@
 """GET /v1.0/events: the live event stream (Server-Sent Events), resumable with Last-Event-ID."""
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, cast
@@ -30,6 +31,12 @@ RECONNECT_MS = 1000
 
 # Event ids are the outbox's serial column (a 32-bit integer on PostgreSQL).
 MAX_SEQ = 2**31 - 1
+# 0 to MAX_SEQ in ASCII digits (`str.isdigit` takes "²", which `int` refuses), or empty.
+EVENT_ID_PATTERN = (
+    r"^(?:0*(?:[0-9]{1,9}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}"
+    r"|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7]))?\Z"
+)
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 
 LastEventId = Annotated[
     str | None,
@@ -37,18 +44,17 @@ LastEventId = Annotated[
         name="Last-Event-ID",
         required=False,
         max_length=20,
+        pattern=EVENT_ID_PATTERN,
         description="The `id` of the last event received: the stream resumes after it from the outbox",
     ),
 ]
 
 
 def _resume_point(last_event_id: str | None) -> int | None:
-    if last_event_id is None or not last_event_id.strip():
-        return None
-    value = last_event_id.strip()
-    if not value.isdigit() or int(value) > MAX_SEQ:
+    value = (last_event_id or "").strip()
+    if not _EVENT_ID.match(value):
         raise BadRequest("Last-Event-ID must be the id (a non-negative integer) of an event of this stream")
-    return int(value)
+    return int(value) if value else None
 
 
 def _message(seq: int, event_type: str, data: str | bytes, stamp: datetime | None) -> ServerSentEventMessage:

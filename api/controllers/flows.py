@@ -1,7 +1,8 @@
 """/v1.0/flows (admin/manager write, every agent reads) and /v1.0/activeflows (runs of flows)."""
 
 import logging
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, delete, get, post, put
@@ -20,6 +21,9 @@ from hub.models import ActiveflowOut, FlowOut, activeflow_out, flow_out
 from workflows.activeflow import ActiveflowState
 
 log = logging.getLogger("hub.api")
+
+# A query waits for a worker to answer it: with none polling, the table's state answers instead.
+LIVE_STATE_TIMEOUT = timedelta(seconds=2)
 
 
 class FlowController(Controller):
@@ -75,7 +79,8 @@ class ActiveflowController(Controller):
         caller: NamedDependency[Caller],
         conversation_id: Annotated[UUID | None, QueryParameter(name="conversation_id")] = None,
         status: Annotated[
-            str | None, QueryParameter(name="status", description="running, ended, failed or stopped")
+            Literal[activeflows.STATUSES] | None,  # type: ignore[valid-type]
+            QueryParameter(name="status", description="running, ended, failed or stopped"),
         ] = None,
         page_size: PageSize = 100,
         page_token: PageToken = "",
@@ -118,9 +123,9 @@ async def _live_state(request: Request, out: ActiveflowOut) -> None:
 
     try:
         handle = request.app.state.temporal.get_workflow_handle(out.workflow_id)
-        state = await handle.query("current", result_type=ActiveflowState)
+        state = await handle.query("current", result_type=ActiveflowState, rpc_timeout=LIVE_STATE_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, RuntimeError) as exc:
-        # Over meanwhile, no worker, Temporal down: the table's state is the answer then.
+        # Over meanwhile, no worker (the query timed out), Temporal down: the table's state answers.
         if isinstance(exc, RuntimeError) and not temporal.is_unavailable(exc):
             raise
         log.info("activeflow %s not queryable now: %s", out.workflow_id, exc)

@@ -40,6 +40,8 @@ def initial_variables(
         "conversation.self.target": me.get("target", ""),
         "conversation.peer.target": peer.get("target", ""),
         "conversation.peer.name": peer.get("target_name", "") or peer.get("name", ""),
+        # open | closed; a flow's conversation_close sets it to closed for the steps after it.
+        "conversation.status": conversation.get("status") or "open",
         "message.id": str(message["id"]) if message else "",
         "message.text": message["text"] if message else "",
         "message.direction": message["direction"] if message else "",

@@ -60,6 +60,16 @@ class FlowSendInput:
 
 
 @dataclass
+class FlowCloseInput:
+    """conversation_close: the run's conversation closes (reason `flow`); the run goes on."""
+
+    activeflow_id: str = ""
+    customer_id: str = ""
+    conversation_id: str = ""
+    note: str = ""
+
+
+@dataclass
 class FlowSendResult:
     message_id: str = ""
     conversation_id: str = ""

@@ -133,22 +133,3 @@ async def start_send(client: Client, settings: Settings, message: dict[str, Any]
     except WorkflowAlreadyStartedError:
         pass
 
-
-async def tell_stopped(client: Client, workflow_ids: list[str]) -> None:
-    """Signals `stop` to runs already marked stopped in the database (a closed conversation's).
-    Best effort: a run that is over or not started is fine; with Temporal down the run goes on
-    until it ends, but its sends are refused (the conversation is closed) and its row stays
-    `stopped`."""
-    for workflow_id in workflow_ids:
-        try:
-            await client.get_workflow_handle(workflow_id).signal("stop")
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                continue
-            if not is_unavailable(exc):
-                raise
-            log.warning("stop of %s not delivered now (%s)", workflow_id, exc)
-        except (RuntimeError, ConnectionError, TimeoutError) as exc:
-            if not is_unavailable(exc):
-                raise
-            log.warning("stop of %s not delivered now (%s)", workflow_id, exc)

@@ -72,6 +72,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             webhook_activities.relay_events,
             webhook_activities.deliver_webhooks,
             lifecycle.inactivity_sweep,
+            lifecycle.close_for_flow,
         ],
     )
 

@@ -77,6 +77,11 @@ class StopOption(Struct, forbid_unknown_fields=True):
     pass
 
 
+class ConversationCloseOption(Struct, forbid_unknown_fields=True):
+    # Why the flow closed it, kept as the conversation's `closed_note` (`closed_reason` is `flow`).
+    reason: Annotated[str, Meta(max_length=200)] = ""
+
+
 OPTION_TYPES: dict[str, type[Struct]] = {
     "conversation_send": ConversationSendOption,
     "message_send": MessageSendOption,
@@ -88,6 +93,7 @@ OPTION_TYPES: dict[str, type[Struct]] = {
     "goto": GotoOption,
     "sleep": SleepOption,
     "stop": StopOption,
+    "conversation_close": ConversationCloseOption,
 }
 ACTION_TYPES = tuple(OPTION_TYPES)
 

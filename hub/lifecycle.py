@@ -14,7 +14,7 @@ from hub import events, metrics
 from hub.conversations import get_conversation, locked_conversation, updated_event_now
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest, Conflict
-from hub.permissions import check_owner_or_admin
+from hub.permissions import NIL_UUID, check_owner_or_admin
 from hub.repo import now
 from hub.tables import Activeflow, Conversation, Customer, Participant
 
@@ -37,10 +37,13 @@ async def close_conversation(
     reason: str,
     agent_id: UUID | None = None,
     permission: int = 0,
+    keep_activeflow_id: UUID | None = None,
+    note: str = "",
 ) -> Closed:
     """Closes an open conversation (`agent_id` given: the owning agent or admin/manager only):
     status `closed`, its running activeflows `stopped`, one `conversation_updated`. Closing a
-    closed conversation changes nothing."""
+    closed conversation changes nothing. `keep_activeflow_id`: the run that closes it (a flow's
+    conversation_close) goes on; `note`: the flow's free-text reason (`closed_note`)."""
     if reason not in CLOSE_REASONS:
         raise BadRequest(f"closed_reason must be one of {', '.join(CLOSE_REASONS)}")
     async with transaction(current_engine()):
@@ -55,11 +58,12 @@ async def close_conversation(
                 Conversation.status: "closed",
                 Conversation.tm_closed: stamp,
                 Conversation.closed_reason: reason,
+                Conversation.closed_note: note[:200],
                 Conversation.tm_update: stamp,
             }
         ).where(Conversation.id == conversation_id)
         await _set_participants_status(conversation_id, "closed")
-        stopped = await _stop_runs(conversation_id)
+        stopped = await _stop_runs(conversation_id, keep_activeflow_id)
         row = await get_conversation(customer_id, conversation_id)
         await events.emit(await updated_event_now(row))
     metrics.conversations_closed(reason)
@@ -84,6 +88,7 @@ async def reopen_conversation(
                 Conversation.status: "open",
                 Conversation.tm_closed: None,
                 Conversation.closed_reason: "",
+                Conversation.closed_note: "",
                 Conversation.tm_update: now(),
             }
         ).where(Conversation.id == conversation_id)
@@ -129,14 +134,18 @@ async def _check_participants_free(conversation_id: UUID) -> None:
             )
 
 
-async def _stop_runs(conversation_id: UUID) -> list[str]:
+async def _stop_runs(conversation_id: UUID, keep_activeflow_id: UUID | None = None) -> list[str]:
     """Marks the conversation's running activeflows stopped (recovery never starts a stopped one);
     returns their workflow ids, to be told to stop."""
     rows = (
         await Activeflow.update(
             {Activeflow.status: "stopped", Activeflow.reason: CLOSED_RUN_REASON, Activeflow.tm_update: now()}
         )
-        .where(Activeflow.conversation_id == conversation_id, Activeflow.status == "running")
+        .where(
+            Activeflow.conversation_id == conversation_id,
+            Activeflow.status == "running",
+            Activeflow.id != (keep_activeflow_id or NIL_UUID),
+        )
         .returning(Activeflow.workflow_id)
     )
     return [r["workflow_id"] for r in rows]

@@ -150,6 +150,7 @@ class ConversationOut(msgspec.Struct, kw_only=True):
     status: str = "open"
     tm_closed: datetime | None = None
     closed_reason: str = ""
+    closed_note: str = ""
     previous_conversation_id: UUID | None = None
     tm_last_message: datetime | None = None
     last_message: LastMessage | None = None

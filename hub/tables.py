@@ -123,6 +123,8 @@ class Conversation(Table, tablename="conversations"):
     tm_closed = Timestamptz(null=True, default=None)
     # api, flow or inactivity; "" while open.
     closed_reason = Varchar(length=16, default="")
+    # A flow's free-text reason for closing (conversation_close {reason}); "" otherwise.
+    closed_note = Varchar(length=200, default="")
     # The closed conversation this one continues (set when a message reopened the talk).
     previous_conversation_id = UUID(null=True, default=None)
     # Kept by the inbound and outbound transactions, for inbox lists: JSON of the latest message.

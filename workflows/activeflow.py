@@ -17,6 +17,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from activities.inputs import (
     FailInput,
+    FlowCloseInput,
     FlowFinishInput,
     FlowHttpInput,
     FlowHttpResult,
@@ -234,6 +235,19 @@ class ActiveflowWorkflow:
                     pass
             case flow_actions.StopOption():
                 return STOP
+            case flow_actions.ConversationCloseOption() as option:
+                await workflow.execute_activity(
+                    "flow_close_conversation",
+                    FlowCloseInput(
+                        activeflow_id=self.data.activeflow_id,
+                        customer_id=self.plan.customer_id,
+                        conversation_id=self.plan.conversation_id,
+                        note=flow_actions.substitute(option.reason, variables),
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
+                )
+                variables["conversation.status"] = "closed"
         return None
 
     async def send(self, request: FlowSendInput) -> FlowSendResult:

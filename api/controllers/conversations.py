@@ -9,6 +9,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from activities.lifecycle import tell_stopped
 from api import temporal
 from api.deps import Caller
 from api.params import PageSize, PageToken
@@ -261,7 +262,7 @@ class ConversationController(Controller):
         closed = await lifecycle.close_conversation(
             caller.customer_id, conversation_id, "api", caller.agent_id, caller.permission
         )
-        await temporal.tell_stopped(request.app.state.temporal, closed.stopped_workflow_ids)
+        await tell_stopped(request.app.state.temporal, closed.stopped_workflow_ids)
         return conversation_out(closed.conversation)
 
     @post(

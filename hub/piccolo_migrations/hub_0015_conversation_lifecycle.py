@@ -14,6 +14,7 @@ COLUMNS = [
     "ALTER TABLE conversations ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'open'",
     "ALTER TABLE conversations ADD COLUMN tm_closed TIMESTAMPTZ",
     "ALTER TABLE conversations ADD COLUMN closed_reason VARCHAR(16) NOT NULL DEFAULT ''",
+    "ALTER TABLE conversations ADD COLUMN closed_note VARCHAR(200) NOT NULL DEFAULT ''",
     "ALTER TABLE conversations ADD COLUMN previous_conversation_id UUID",
     "ALTER TABLE conversations ADD COLUMN tm_last_message TIMESTAMPTZ",
     "ALTER TABLE conversations ADD COLUMN last_message TEXT NOT NULL DEFAULT ''",

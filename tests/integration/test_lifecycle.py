@@ -4,6 +4,7 @@ a closed conversation (409), and closing stopping the conversation's running act
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from hub.tables import Conversation, Message
 from tests.helpers import make_tenant, open_conversation, signed_sms, sms_params, wait_for
 from tests.integration.test_conversation_api import assert_error, events_of, new_conversation, put
-from tests.integration.test_flows import inbound, outgoing_texts, reply, runs_of, setup_flow
+from tests.integration.test_flows import finished_run, inbound, outgoing_texts, reply, runs_of, setup_flow
 
 
 async def close(client, member, cid):
@@ -168,3 +169,50 @@ async def test_reopen_is_409_while_a_participant_is_held_elsewhere(client):
         .first()
     )
     assert latest["conversation_id"] == first
+
+
+# --- the conversation_close flow action ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_flow_closes_its_conversation_and_goes_on(client, temporal_env, fake_sms):
+    actions = [
+        {
+            "id": "before",
+            "type": "variable_set",
+            "option": {"name": "seen", "value": "${conversation.status}"},
+        },
+        {"id": "bye", "type": "conversation_send", "option": {"text": "bye (${seen})"}},
+        {"id": "close", "type": "conversation_close", "option": {"reason": "resolved by ${flow.id}"}},
+        {"id": "after", "type": "variable_set", "option": {"name": "now", "value": "${conversation.status}"}},
+        {"id": "late", "type": "conversation_send", "option": {"text": "too late"}},
+    ]
+    tenant, flow = await setup_flow(client, actions)
+    await inbound(client, tenant)
+    [run] = await finished_run(tenant)
+    run = {
+        **run,
+        "executed_actions": json.loads(run["executed_actions"]),
+        "variables": json.loads(run["variables"]),
+    }
+    # The closing run itself is not stopped: it goes on, and its send into the closed
+    # conversation fails that action (409) and so the run.
+    assert run["status"] == "failed" and "late" in run["reason"] and "closed" in run["reason"], run
+    assert run["executed_actions"] == ["before", "bye", "close", "after", "late"]
+    assert run["variables"]["seen"] == "open" and run["variables"]["now"] == "closed"
+    assert await outgoing_texts(tenant) == ["bye (open)"]
+    shown = (
+        await client.get(f"/v1.0/conversations/{run['conversation_id']}", headers=tenant.admin.headers)
+    ).json()
+    assert (shown["status"], shown["closed_reason"]) == ("closed", "flow")
+    assert shown["closed_note"] == f"resolved by {flow['id']}"
+
+
+async def test_conversation_close_option_is_validated(client):
+    tenant = await make_tenant()
+    for option in ({"reason": "x" * 201}, {"unknown": 1}, {"reason": 5}):
+        body = {"name": "bad", "actions": [{"id": "c", "type": "conversation_close", "option": option}]}
+        response = await client.post("/v1.0/flows", json=body, headers=tenant.admin.headers)
+        assert response.status_code == 400, (option, response.text)
+    body = {"name": "ok", "actions": [{"id": "c", "type": "conversation_close", "option": {}}]}
+    assert (await client.post("/v1.0/flows", json=body, headers=tenant.admin.headers)).status_code == 200

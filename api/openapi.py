@@ -10,7 +10,7 @@ from litestar import Litestar
 # Private module, public class: the cached document lives there (litestar is pinned below 3).
 from litestar._openapi.plugin import OpenAPIPlugin
 
-from api.schemas import PayloadsJSON
+from api.schemas import PayloadsJSON, Tag
 from hub.actions import OPTION_TYPES
 
 REF = "#/components/schemas/{name}"
@@ -37,6 +37,10 @@ OPERATION_ERRORS = {
     ("post", "/v1.0/conversations/{conversation_id}/participants"): {"409"},
     ("delete", "/v1.0/conversations/{conversation_id}/participants/{participant_id}"): {"409"},
     ("post", "/v1.0/hooks/accounts/{account_id}"): {"413"},
+    ("post", "/v1.0/contacts"): {"409"},
+    ("put", "/v1.0/contacts/{contact_id}"): {"409"},
+    ("post", "/v1.0/conversations/{conversation_id}/reopen"): {"409"},
+    ("delete", "/v1.0/conversation_messages/{message_id}"): {"409"},
 }
 
 
@@ -207,6 +211,23 @@ def document_parameters(schema: dict[str, Any]) -> None:
                     node["oneOf"] = rest
 
 
+def document_tags(schema: dict[str, Any]) -> None:
+    """Litestar drops the constraints of list items and of path parameters: a tag's rules are put
+    back wherever a tag goes (bodies' `tags` items, the `tag` path and query parameters)."""
+    tag = msgspec.json.schema(Tag)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("TagsAdd", "ConversationUpdate"):
+        node = components.get(name, {}).get("properties", {}).get("tags")
+        for branch in [node, *((node or {}).get("oneOf") or [])]:
+            if isinstance(branch, dict) and branch.get("type") == "array":
+                branch["items"] = dict(tag)
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "tag":
+                    parameter["schema"] = dict(tag)
+
+
 def document_patterns(node: Any) -> None:
     """Python patterns end in `\\Z` (a `$` there also matches before a final newline); JSON
     Schema's ECMA `$` already means the end of the text."""
@@ -227,6 +248,7 @@ def install(app: Litestar) -> None:
     document_actions(schema)
     document_bodies(schema)
     document_parameters(schema)
+    document_tags(schema)
     document_patterns(schema)
     document_errors(schema)
     document_no_nul(schema)

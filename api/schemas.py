@@ -148,7 +148,7 @@ Tag = Annotated[
     Meta(
         min_length=1,
         max_length=50,
-        pattern=r"^[A-Za-z0-9_-]+$",
+        pattern=r"^[A-Za-z0-9_-]+\Z",
         description="1-50 characters of a-z, 0-9, _ and -; stored lowercased",
     ),
 ]

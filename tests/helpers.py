@@ -376,7 +376,8 @@ def _sample_value(declared: str, n: int, column: str = ""):
     if "TIMESTAMP" in declared:
         return datetime(2026, 11, 30, 12, 0, tzinfo=UTC) + timedelta(seconds=n)
     if "BOOL" in declared:
-        return True
+        # False: a `fresh` webhook delivery would be picked up by the session's delivery shards.
+        return False
     if "INT" in declared or "SERIAL" in declared:
         return n + 1
     if "JSON" in declared:

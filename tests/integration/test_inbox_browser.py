@@ -10,7 +10,9 @@ import dataclasses
 import json
 import os
 import re
+import struct
 import uuid
+import zlib
 from pathlib import Path
 
 import httpx
@@ -44,7 +46,9 @@ async def inbox_url(settings, pg_engine, dispatchers):
 
 @pytest.fixture(scope="module")
 async def chromium():
-    assert await asyncio.to_thread(os.path.exists, CHROMIUM), f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
+    assert await asyncio.to_thread(os.path.exists, CHROMIUM), (
+        f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
+    )
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield browser
@@ -164,7 +168,7 @@ async def test_open_reply_the_provider_gets_it_and_the_chip_turns_done_live(new_
     sent = page.locator("#messages .message.outgoing")
     await expect(sent).to_have_count(1)
     await expect(sent).to_contain_text("Yes! How can I help?")
-    await expect(sent.locator(".status-chip")).to_have_text("done")
+    await expect(sent.locator(".status-chip")).to_have_text("Status: done")
     assert [r["body"] for r in fake_sms.received] == ["Yes! How can I help?"]
     assert fake_sms.received[0]["to"] == number
     await expect(page.get_by_label("Reply")).to_have_value("")
@@ -392,6 +396,10 @@ async def test_inbox_and_conversation_pages_pass_axe_and_are_screenshotted(new_p
     shots = ROOT / "docs" if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1" else tmp_path
 
     page = await new_page()
+    # The photo's host is out of reach here: the browser gets a picture from the test instead.
+    await page.route(
+        "https://media.example.com/**", lambda route: route.fulfill(content_type="image/png", body=picture())
+    )
     await log_in(page, tenant.admin.username)
     await page.goto("/inbox?view=all")
     await expect(page.locator("#conversations > li")).to_have_count(3)
@@ -399,13 +407,15 @@ async def test_inbox_and_conversation_pages_pass_axe_and_are_screenshotted(new_p
     await page.screenshot(path=str(shots / "inbox.png"), full_page=True)
 
     await page.goto(f"/inbox/conversations/{conversation}")
-    await expect(page.locator("#messages .status-chip").last).to_have_text("done")
+    await expect(page.locator("#messages .status-chip").last).to_have_text("Status: done")
     link = page.get_by_role("link", name="Open in Temporal UI")
     await expect(link).to_have_count(1)
     href = await link.get_attribute("href")
     assert href.startswith(f"{TEMPORAL_UI}/namespaces/default/workflows?query=")
     assert f"ConversationId%3D%22{conversation}%22" in href
-    await expect(page.locator(".medias img")).to_have_attribute("alt", "Image 1 (image/jpeg)")
+    image = page.locator(".medias img")
+    await expect(image).to_have_attribute("alt", "Image 1 (image/jpeg)")
+    assert await image.evaluate("img => img.complete && img.naturalWidth") == 240
     await assert_accessible(page, axe, "conversation")
     await page.screenshot(path=str(shots / "conversation.png"), full_page=True)
     # Keyboard: the reply box and its button are reachable and show their focus.
@@ -416,6 +426,25 @@ async def test_inbox_and_conversation_pages_pass_axe_and_are_screenshotted(new_p
     assert focused == "reply-send", focused
     outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"
+
+
+def picture(width: int = 240, height: int = 160) -> bytes:
+    """A small PNG (a parcel-brown gradient), made without an imaging library."""
+    rows = b"".join(
+        b"\x00" + bytes(c for x in range(width) for c in (150 + x * 80 // width, 110 + y * 60 // height, 70))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 async def assert_accessible(page: Page, axe_source: str, name: str) -> None:

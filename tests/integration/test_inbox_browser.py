@@ -266,6 +266,30 @@ async def test_a_plain_agent_sees_only_mine_and_no_assign_menu(new_page, hub_htt
     await expect(row).to_have_count(0)
     await expect(page.locator("#list-empty")).to_be_visible()
 
+    # A button shown before a change the page has not heard of yet: the API refuses, and its
+    # 403 appears next to the button.
+    given = await hub_http.put(
+        f"/v1.0/conversations/{conversation}",
+        json={"owner_id": str(tenant.agent.id)},
+        headers=tenant.admin.headers,
+    )
+    assert given.status_code == 200
+    await page.goto(f"/inbox/conversations/{conversation}")
+    await expect(page.locator("#live-status")).to_have_text("Live")
+    await page.route("**/panels", lambda route: route.abort())
+    taken = await hub_http.post(f"/v1.0/conversations/{conversation}/unassign", headers=tenant.admin.headers)
+    assert taken.status_code == 200
+    await page.get_by_role("button", name="Close").click()
+    await expect(page.locator("#status-error")).to_have_text(
+        "only the owning agent or an admin or manager may close this conversation"
+    )
+    row = (
+        await Conversation.select(Conversation.status)
+        .where(Conversation.id == uuid.UUID(conversation))
+        .first()
+    )
+    assert row["status"] == "open"
+
 
 async def test_message_html_renders_as_text(new_page, hub_http):
     tenant = await make_tenant()

@@ -348,3 +348,11 @@ async def test_a_list_of_100_conversations_takes_as_many_statements_as_a_list_of
     # caller, agent row, latest event, the page, participants, owners
     print("statements per list page:", statements)
     assert statements <= 6, statements
+
+
+async def test_the_inbox_stays_out_of_the_openapi_document_and_serves_its_own_files(client):
+    document = (await client.get("/schema/openapi.json")).json()
+    assert not [path for path in document["paths"] if path.startswith("/inbox")]
+    script = await client.get("/inbox/static/inbox.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "Last-Event-ID" in script.text

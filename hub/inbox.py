@@ -20,7 +20,10 @@ from hub.tables import Account, Agent, Conversation, Event
 # The lists an agent sees; `unassigned` and `all` need admin or manager permission, as listing
 # without one's own owner_id does in the API.
 VIEWS = ("mine", "unassigned", "all")
-# When a conversation last saw activity: its latest message, else its creation.
+# When a conversation last saw activity: its latest message, else its creation. No index serves
+# this order yet: a page sorts the customer's matching rows (~60 ms at 100,000 on PostgreSQL here);
+# an index on (customer_id, COALESCE(tm_last_message, tm_create), id) WHERE tm_delete IS NULL
+# measured 2 ms (it needs a migration of its own).
 ACTIVITY_SQL = "COALESCE(conversations.tm_last_message, conversations.tm_create)"
 INBOX_ACTIVEFLOWS = 20
 

@@ -63,7 +63,10 @@
     const again = focusId && document.getElementById(focusId);
     const target = again || (headingId && document.getElementById(headingId));
     if (target) {
-      if (!again) target.setAttribute("tabindex", "-1");
+      // A heading takes the focus when the control that had it is gone.
+      if (!target.matches("a[href], button, input, select, textarea, [tabindex]")) {
+        target.setAttribute("tabindex", "-1");
+      }
       target.focus();
     }
   }

@@ -9,9 +9,12 @@ from contextlib import asynccontextmanager
 import httpx
 from litestar import Litestar, Request, Response, get
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template import TemplateConfig
 from redis.asyncio import Redis
 
 from api import openapi, temporal
@@ -33,6 +36,8 @@ from api.controllers.webhooks import CustomerController, WebhookDeliveryControll
 from api.cors import cors_config
 from api.deps import provide_caller
 from api.errors import EXCEPTION_HANDLERS, request_id_middleware
+from api.inbox import controller as inbox
+from api.inbox.session import SessionCSRFMiddleware, csrf_config, session_cookie_name
 from api.metrics import metrics_endpoint, request_metrics_middleware
 from api.readiness import Readiness, readyz
 from api.stream import channels_plugin
@@ -110,12 +115,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CustomerController,
             WebhookDeliveryController,
             EventStreamController,
+            inbox.InboxController,
+            inbox.static_files(),
         ],
         plugins=[channels_plugin(settings)],
         cors_config=cors_config(settings),
         dependencies={"caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_id_middleware, request_metrics_middleware],
+        middleware=[
+            request_id_middleware,
+            request_metrics_middleware,
+            # CSRF for the inbox and for API requests its session cookie authenticates (only).
+            DefineMiddleware(
+                SessionCSRFMiddleware,
+                config=csrf_config(settings),
+                session_cookie=session_cookie_name(settings),
+            ),
+        ],
+        template_config=TemplateConfig(
+            directory=inbox.TEMPLATES, engine=JinjaTemplateEngine, engine_callback=inbox.register_filters
+        ),
         before_request=before_request,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

@@ -288,6 +288,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
             "Conversation hub is running on embedded defaults",
             f"  API         : {base}/v1.0",
             f"  API docs    : {base}/schema  (OpenAPI JSON: {base}/schema/openapi.json)",
+            f"  Inbox       : {base}/inbox  (log in with the login below)",
             f"  Temporal UI : {temporal_ui}",
             f"  login       : username={demo['username']} password={demo['password']}",
             f"  database    : {settings.resolved_database_url}",

@@ -10,8 +10,8 @@ from hub.settings import Settings
 def cors_config(settings: Settings) -> CORSConfig | None:
     """Litestar's CORS for the configured origins; None (CORS off) when none are.
 
-    Tokens travel in `Authorization` (or `?token=` for `EventSource`), not in cookies, so
-    credentials stay off and any origin listed gets the same access as a script on the server."""
+    Tokens travel in `Authorization` (or `?token=` for `EventSource`); credentials stay off, so
+    no other origin can use the inbox's session cookie (api/inbox/session.py) through CORS."""
     origins = settings.resolved_cors_origins
     if not origins:
         return None

@@ -1,4 +1,5 @@
-"""Request dependencies: the authenticated caller (Bearer header or ?token=), settings."""
+"""Request dependencies: the authenticated caller (Bearer header, ?token= or the inbox's session
+cookie), settings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from litestar import Request
 from litestar.params import HeaderParameter, QueryParameter
 
 from api import logs
+from api.inbox.session import accepted_token
 from api.strict import check_input
 from hub import agents
 from hub.auth import read_token
@@ -47,7 +49,18 @@ async def provide_caller(
             raise Unauthorized("Authorization header must be 'Bearer <token>'")
         jwt_token = value.strip()
     if not jwt_token:
+        # The inbox's session cookie, when api.inbox.session let this request use it.
+        jwt_token = accepted_token(request.scope)
+    if not jwt_token:
         raise Unauthorized("missing token: send 'Authorization: Bearer <token>' or ?token=")
+    caller = await caller_for_token(request, jwt_token)
+    await check_input(request)
+    return caller
+
+
+async def caller_for_token(request: Request, jwt_token: str) -> Caller:
+    """The live agent a token names (401 when it is invalid, expired, or from before a password
+    change)."""
     settings: Settings = request.app.state.settings
     claims = read_token(jwt_token, settings.jwt_secret)
     agent = await agents.get_active_agent(claims.agent_id)
@@ -55,7 +68,6 @@ async def provide_caller(
         raise Unauthorized("the token's agent no longer exists")
     if claims.version != agent["token_version"]:
         raise Unauthorized("the token was issued before the password changed: log in again")
-    await check_input(request)
     logs.bind(customer_id=agent["customer_id"])
     return Caller(agent_id=agent["id"], customer_id=agent["customer_id"], permission=agent["permission"])
 

@@ -110,6 +110,9 @@ class Settings:
     # Browser origins of the Temporal UI allowed to call /codec (CORS), comma-separated; empty
     # means the `hub run` dev server UI (http://127.0.0.1:PORT and http://localhost:PORT).
     temporal_ui_origins: str = ""
+    # Base URL of the Temporal UI the inbox links activeflows to; empty means the `hub run` dev
+    # server's UI (http://127.0.0.1:PORT) when HUB_TEMPORAL_ADDRESS is unset, else no links.
+    temporal_ui_url: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -175,6 +178,12 @@ class Settings:
             return tuple(o.strip().rstrip("/") for o in self.temporal_ui_origins.split(",") if o.strip())
         port = self.temporal_ui_port
         return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
+
+    @property
+    def resolved_temporal_ui_url(self) -> str:
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        return "" if self.temporal_address else f"http://127.0.0.1:{self.temporal_ui_port}"
 
     @property
     def resolved_public_url(self) -> str:

@@ -341,6 +341,8 @@ TABLES: list[type[Table]] = [
     ContactAddress,
     Account,
     Conversation,
+    # Without it here, hub.db.use_engine would leave tag rows on the engine first used.
+    ConversationTag,
     Participant,
     Message,
     Event,

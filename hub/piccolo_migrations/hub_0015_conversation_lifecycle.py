@@ -53,6 +53,9 @@ INDEXES = [
     "CREATE INDEX conversations_status_page ON conversations (customer_id, status, tm_create, id)",
     "CREATE INDEX conversations_account_page ON conversations (customer_id, account_id, tm_create, id)",
     "CREATE INDEX conversations_type_page ON conversations (customer_id, type, tm_create, id)",
+    # The inbox's order: newest activity first (hub/inbox.py).
+    "CREATE INDEX conversations_activity_page ON conversations "
+    "(customer_id, (COALESCE(tm_last_message, tm_create)), id) WHERE tm_delete IS NULL",
 ]
 # The tag filter on PostgreSQL (SQLite reads the conversation_tags table of 0014).
 POSTGRES_INDEXES = [

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from hub import events, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import normalize_target, normalize_tel
@@ -175,7 +177,8 @@ async def forget_last_message(conversation_id: UUID, message_id: UUID) -> None:
     row = (
         await Conversation.select(Conversation.last_message).where(Conversation.id == conversation_id).first()
     )
-    if not row or str(message_id) not in (row["last_message"] or ""):
+    last = msgspec.json.decode(row["last_message"]) if row and row["last_message"] else {}
+    if str(last.get("id", "")) != str(message_id):
         return
     latest = (
         await Message.select()

@@ -109,29 +109,27 @@ async def _set_participants_status(conversation_id: UUID, status: str) -> None:
         raise Conflict("a participant of this conversation is in another open conversation now") from exc
 
 
+_HELD_ELSEWHERE = """
+SELECT mine.target, other.conversation_id FROM participants mine
+JOIN participants other
+  ON other.customer_id = mine.customer_id AND other.account_id = mine.account_id
+ AND other.address_type = mine.address_type AND other.target = mine.target
+WHERE mine.conversation_id = {} AND mine.tm_delete IS NULL
+  AND other.tm_delete IS NULL AND other.conversation_status = 'open'
+  AND other.conversation_id != mine.conversation_id
+LIMIT 1
+"""
+
+
 async def _check_participants_free(conversation_id: UUID) -> None:
-    live = await Participant.select().where(
-        Participant.conversation_id == conversation_id, Participant.tm_delete.is_null()
-    )
-    for participant in live:
-        holder = (
-            await Participant.select(Participant.conversation_id)
-            .where(
-                Participant.customer_id == participant["customer_id"],
-                Participant.account_id == participant["account_id"],
-                Participant.address_type == participant["address_type"],
-                Participant.target == participant["target"],
-                Participant.tm_delete.is_null(),
-                Participant.conversation_status == "open",
-                Participant.conversation_id != conversation_id,
-            )
-            .first()
+    """409 when one of the conversation's live addresses is live in another open conversation
+    (one statement, over the live-address index)."""
+    held = await Participant.raw(_HELD_ELSEWHERE, conversation_id)
+    if held:
+        raise Conflict(
+            f"participant {held[0]['target']} is in open conversation {held[0]['conversation_id']} "
+            "now; close that one first"
         )
-        if holder is not None:
-            raise Conflict(
-                f"participant {participant['target']} is in open conversation {holder['conversation_id']} "
-                "now; close that one first"
-            )
 
 
 async def _stop_runs(conversation_id: UUID, keep_activeflow_id: UUID | None = None) -> list[str]:

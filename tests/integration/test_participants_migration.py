@@ -7,35 +7,21 @@ would be seen by the session's webhook relay)."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
-import pkgutil
-import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import asyncpg
 import pytest
 
+from tests.helpers import migration_before, run_migration_scenario
+
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-REPO = Path(__file__).resolve().parents[2]
 OURS = "2026-12-01T10:13:00:000000"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ALICE, BOB, CAROL = "+14155551234", "+14155552345", "+14155553456"
 LINE_USER = "U" + "ab" * 16
 NUMBER = "+15550001000"
-
-
-def migration_before_ours() -> str:
-    import hub.piccolo_migrations as package
-
-    ids = [
-        importlib.import_module(f"{package.__name__}.{m.name}").ID
-        for m in pkgutil.iter_modules(package.__path__)
-    ]
-    return max(i for i in ids if i < OURS)
 
 
 def _address(kind: str, target: str, target_name: str = "", name: str = "") -> str:
@@ -188,7 +174,7 @@ async def scenario(url: str) -> None:
     db.use_engine(engine)
     await db.start(engine, pool_size=2)
     try:
-        result = await run_forwards(app_name="hub", migration_id=migration_before_ours())
+        result = await run_forwards(app_name="hub", migration_id=migration_before(OURS))
         assert result.success, result.message
         ids = await populate()
         before = {t: await _rows(engine, t) for t in ("conversations", "messages", "contacts", "accounts")}
@@ -275,40 +261,13 @@ async def scenario(url: str) -> None:
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])
 def test_migration_0013_gives_every_conversation_its_first_participant(engine, tmp_path):
-    async def create_database() -> tuple[str, str]:
-        name = f"hub_mig_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        return name, f"{PG_ADMIN_DSN.rpartition('/')[0]}/{name}"
-
-    async def drop_database(name: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    name = ""
-    if engine == "postgres":
-        name, url = asyncio.run(create_database())
-    else:
-        url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.integration.test_participants_migration", url],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        if name:
-            asyncio.run(drop_database(name))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "migration 0013 checked" in done.stdout
+    run_migration_scenario(
+        "tests.integration.test_participants_migration",
+        engine,
+        tmp_path,
+        PG_ADMIN_DSN,
+        "migration 0013 checked",
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from hub.models import conversation_out, last_message_json
 from hub.pagination import fetch_page
 from hub.permissions import NIL_UUID, check_owner_or_admin, check_unassign, owner_type_for
 from hub.repo import get_scoped, now
-from hub.tables import Agent, Conversation, Message, Participant
+from hub.tables import Agent, Conversation, Message, Participant, StoredMedia
 from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tags_of
 
 CONVERSATION_TYPES = tuple(dict.fromkeys(CONVERSATION_TYPE.values()))
@@ -278,6 +278,13 @@ async def delete_conversation(customer_id: UUID, conversation_id: UUID) -> dict[
         await participants.remove_all(conversation_id, stamp)
         await Conversation.update({Conversation.tm_delete: stamp, Conversation.tm_update: stamp}).where(
             Conversation.id == conversation_id
+        )
+        # The attachments the hub keeps go with it (the messages stay, hidden, for dedupe).
+        # Through the messages' index: media has none on conversation_id.
+        await StoredMedia.delete().where(
+            StoredMedia.message_id.is_in(
+                Message.select(Message.id).where(Message.conversation_id == conversation_id)
+            )
         )
         row = await get_scoped(Conversation, customer_id, conversation_id, include_deleted=True)
         await events.emit(

@@ -12,7 +12,7 @@ from hub.errors import Conflict
 from hub.models import message_out
 from hub.pagination import fetch_page
 from hub.repo import get_scoped, now
-from hub.tables import Conversation, Message
+from hub.tables import Conversation, Message, StoredMedia
 
 
 async def list_messages(
@@ -36,8 +36,9 @@ async def get_message(customer_id: UUID, message_id: UUID) -> dict[str, Any]:
 
 
 async def delete_message(customer_id: UUID, message_id: UUID) -> dict[str, Any]:
-    """Soft delete: text and medias blanked, the row kept (ordering, provider-id dedupe), and a
-    `conversation_message_deleted` event. A message still being sent is 409: its send reads them."""
+    """Soft delete: text and medias blanked, the media the hub keeps for it removed, the row kept
+    (ordering, provider-id dedupe), and a `conversation_message_deleted` event. A message still
+    being sent is 409: its send reads them."""
     async with transaction(current_engine()):
         row = await get_message(customer_id, message_id)
         if row["status"] == "progressing":
@@ -53,6 +54,7 @@ async def delete_message(customer_id: UUID, message_id: UUID) -> dict[str, Any]:
         if not deleted:  # a concurrent delete or a status change won
             raise Conflict("the message changed meanwhile; read it again")
         row = deleted[0]
+        await StoredMedia.delete().where(StoredMedia.message_id == message_id)
         await forget_last_message(row["conversation_id"], message_id)
         conversation = (
             await Conversation.select(Conversation.owner_id)

@@ -209,6 +209,31 @@ async def test_attachments_are_stored_served_and_tenant_scoped(client, sink):
     assert (await client.get("/v1.0/media/not-a-uuid", headers=tenant.agent.headers)).status_code == 400
 
 
+async def test_deleting_the_message_or_its_conversation_removes_its_media(client, sink):
+    tenant, account = await email_tenant(client, sink)
+    files = [("attachment-1", ("photo.png", PNG, "image/png"))]
+    await post_email(client, account, files, message_id="<del1@x.com>", subject="One")
+    await post_email(client, account, files, message_id="<del2@x.com>", subject="One")
+    first = await Message.select().where(Message.provider_message_id == "<del1@x.com>").first()
+    second = await Message.select().where(Message.provider_message_id == "<del2@x.com>").first()
+    assert first["conversation_id"] == second["conversation_id"]
+    urls = {}
+    for row in (first, second):
+        got = await client.get(f"/v1.0/conversation_messages/{row['id']}", headers=tenant.agent.headers)
+        urls[row["id"]] = got.json()["medias"][0]["url"]
+        assert (await client.get(urls[row["id"]], headers=tenant.agent.headers)).status_code == 200
+    deleted = await client.delete(f"/v1.0/conversation_messages/{first['id']}", headers=tenant.admin.headers)
+    assert deleted.status_code == 200, deleted.text
+    assert (await client.get(urls[first["id"]], headers=tenant.agent.headers)).status_code == 404
+    assert await StoredMedia.count().where(StoredMedia.message_id == first["id"]) == 0
+    assert (await client.get(urls[second["id"]], headers=tenant.agent.headers)).status_code == 200
+    conversation_id = first["conversation_id"]
+    gone = await client.delete(f"/v1.0/conversations/{conversation_id}", headers=tenant.admin.headers)
+    assert gone.status_code == 200, gone.text
+    assert (await client.get(urls[second["id"]], headers=tenant.agent.headers)).status_code == 404
+    assert await StoredMedia.count().where(StoredMedia.conversation_id == conversation_id) == 0
+
+
 async def test_too_many_or_too_large_attachments_are_413_and_store_nothing(client, sink):
     tenant, account = await email_tenant(client, sink)
     eleven = [(f"attachment-{i}", (f"{i}.txt", b"x", "text/plain")) for i in range(1, 12)]

@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from activities.providers import lookup_name
 from api import logs, temporal
 from api.errors import BAD_INPUT_ERRORS
-from api.strict import MULTIPART_FILES
+from api.strict import MULTIPART_FILES, strict_input
 from hub import accounts, channels, inbound, metrics, outbound
 from hub.channels import email
 from hub.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, Unavailable
@@ -130,6 +130,30 @@ async def receive(request: Request, account: dict, body: bytes) -> Response:
     return Response(channel.ACK.content, media_type=channel.ACK.media_type, status_code=200)
 
 
+def check_size(channel, size: int) -> None:
+    limit = getattr(channel, "MAX_BODY_BYTES", DEFAULT_MAX_BODY)
+    if size > limit:
+        raise PayloadTooLarge(f"a {channel.CAPABILITIES.name} hook body is at most {limit:,} bytes")
+
+
+async def guard_hook_body(request: Request) -> None:
+    """Before the body is read (the strict-input check reads it): a body declared larger than its
+    account's channel takes is 413 from the headers alone, so only email posts may be large.
+    The account found here is kept for the handler."""
+    try:
+        account_id = UUID(request.path_params["account_id"])
+    except ValueError:
+        account_id = None  # the handler answers for a malformed id
+    if account_id is not None:
+        account = await accounts.get_account_for_hook(account_id)
+        request.state.hook_account = account
+        channel = channels.channel(account["type"]) if account else None
+        declared = request.headers.get("content-length", "")
+        if channel is not None and declared.isdigit():
+            check_size(channel, int(declared))
+    await strict_input(request)
+
+
 class HookController(Controller):
     path = "/v1.0/hooks/accounts"
     tags = ["hooks"]
@@ -146,10 +170,12 @@ class HookController(Controller):
         "minutes; at most 10 attachments of 10 MB each (413 beyond). A bad or missing signature is "
         "401 and stores nothing.",
         request_max_body_size=MAX_HOOK_BODY,
+        before_request=guard_hook_body,
         opt={MULTIPART_FILES: True},
     )
     async def receive(self, request: Request, account_id: FromPath[UUID]) -> Response:
-        account = await accounts.get_account_for_hook(account_id)
+        account = getattr(request.state, "hook_account", None)
+        account = account or await accounts.get_account_for_hook(account_id)
         if account is None:
             raise NotFound(f"account {account_id} not found")
         logs.bind(customer_id=account["customer_id"], account_id=account["id"])
@@ -157,7 +183,5 @@ class HookController(Controller):
         if channel is None:
             raise NotFound(f"account {account_id} has no inbound channel")
         body = await request.body()
-        limit = getattr(channel, "MAX_BODY_BYTES", DEFAULT_MAX_BODY)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"a {channel.CAPABILITIES.name} hook body is at most {limit:,} bytes")
+        check_size(channel, len(body))
         return await receive(request, account, body)

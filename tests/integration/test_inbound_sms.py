@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import httpx
+
 from hub import contacts
 from hub.tables import Conversation, Event, Message
 from tests.helpers import make_tenant, signed_sms, sms_params
@@ -167,3 +169,22 @@ async def test_contact_name_in_title(client):
     [conversation] = await conversations_of(tenant)
     assert conversation["name"] == "SMS \u00b7 Alice (+14155551234)"
     assert conversation["detail"] == "SMS conversation"
+
+
+async def test_declared_oversized_sms_body_is_413_before_it_is_read(client):
+    """Only email needs the hook's large body limit; an SMS post declaring more than 10 MB is
+    refused from its headers, without the server waiting for (or reading) the body."""
+    tenant = await make_tenant()
+    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, sms_params())
+    url = httpx.URL(str(client.base_url))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = [f"POST {path} HTTP/1.1", f"Host: {url.host}", "Content-Length: 20000000", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=15)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413", status_line
+    assert await conversations_of(tenant) == []

@@ -109,6 +109,7 @@ class FlowActivities:
                 activeflow_id=uuid.UUID(data.activeflow_id),
                 message_id=uuid.UUID(data.message_id) if data.message_id else None,
                 participant_id=participant_id,
+                email_subject=data.subject,
             )
         except HubError as exc:
             # The conversation or account is gone, the text is empty...: retrying cannot help.

@@ -349,7 +349,9 @@ class ActiveflowWorkflow:
         if not child.done():
             await child.signal("stop")
         try:
-            outcome: ActiveflowOutcome = await child
+            answer = await child
+            # Decoded as JSON (the run's annotation is not the outcome's type).
+            outcome = ActiveflowOutcome(**answer) if isinstance(answer, dict) else answer
         except ChildWorkflowError as exc:  # terminated or timed out from outside the hub
             outcome = ActiveflowOutcome(status="failed", variables={})
             workflow.logger.warning("sub-flow %s did not finish: %s", workflow_id, exc.cause or exc)

@@ -69,6 +69,7 @@ class FlowActivities:
             account_id=str(row["account_id"]),
             actions=actions,
             variables=variables,
+            workflow_id=str(row["workflow_id"]),
         )
 
     @activity.defn(name="flow_send_message")

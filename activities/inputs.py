@@ -42,6 +42,8 @@ class FlowPlan:
     # Validated and normalised (hub.actions.parse_stored); hub.actions.typed_steps types them.
     actions: list[dict[str, Any]] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    # The run's workflow id as its row records it (sub-flows' workflow ids derive from it).
+    workflow_id: str = ""
 
 
 @dataclass

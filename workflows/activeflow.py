@@ -316,7 +316,8 @@ class ActiveflowWorkflow:
             )
         number = len(self.state.executed)
         repeat = self.state.executed.count(step.id)
-        workflow_id = f"{workflow.info().workflow_id}/{step.id}" + (f"#{repeat}" if repeat > 1 else "")
+        own_id = self.plan.workflow_id or workflow.info().workflow_id
+        workflow_id = f"{own_id}/{step.id}" + (f"#{repeat}" if repeat > 1 else "")
         activeflow_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), f"flow_start:{number}"))
         prepared = await workflow.execute_activity(
             "flow_start_prepare",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import secrets
 import uuid
 
@@ -15,7 +16,7 @@ import pytest
 
 from api.smtp_sink import SmtpSink
 from hub.permissions import NIL_UUID
-from hub.tables import Activeflow, EmailMessage, Event
+from hub.tables import Activeflow, EmailMessage, Event, FlowVersion
 from tests.helpers import free_port, make_line_account, make_tenant, open_conversation, wait_for
 from tests.integration.test_flows import finished_run, inbound, outgoing_texts, setup_flow
 
@@ -494,3 +495,20 @@ async def test_runs_started_by_messages_have_no_parent(client):
         )
         == 0
     )
+
+
+async def test_a_cycle_written_around_the_checks_stops_at_the_depth_limit(client):
+    """Saving refuses cycles; one made anyway (two concurrent edits, or by hand) ends at depth 5:
+    the sixth flow_start fails its action, and each parent goes on."""
+    tenant, flow = await setup_flow(client, [{"id": "s", "type": "stop", "option": {}}])
+    looping = json.dumps([{"id": "again", "type": "flow_start", "option": {"flow_id": flow["id"]}}])
+    await FlowVersion.update({FlowVersion.actions: looping}).where(
+        FlowVersion.flow_id == uuid.UUID(flow["id"])
+    )
+    await inbound(client, tenant)
+    done = await finished_run(tenant, count=6, within=60)
+    assert len(done) == 6
+    failed = [r for r in done if r["status"] == "failed"]
+    assert len(failed) == 1 and "nest at most 5 deep" in failed[0]["reason"], [r["reason"] for r in done]
+    assert sum(r["parent_id"] is None for r in done) == 1
+    assert failed[0]["workflow_id"].endswith("/again" * 5)

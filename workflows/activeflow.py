@@ -86,6 +86,8 @@ LOAD_RETRY = RetryPolicy(
     non_retryable_error_types=["FlowInvalid"],
 )
 STOP = object()
+# activeflows.workflow_id is a VARCHAR(128).
+MAX_WORKFLOW_ID = 128
 # A local activity's failure arrives as the activity's own error (or its timeout), an activity's
 # wrapped in an ActivityError: a run handles them the same way.
 ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
@@ -319,6 +321,8 @@ class ActiveflowWorkflow:
         own_id = self.plan.workflow_id or workflow.info().workflow_id
         workflow_id = f"{own_id}/{step.id}" + (f"#{repeat}" if repeat > 1 else "")
         activeflow_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), f"flow_start:{number}"))
+        if len(workflow_id) > MAX_WORKFLOW_ID:  # deep chains of long action ids: the row's limit
+            workflow_id = f"activeflow-{activeflow_id}"
         prepared = await workflow.execute_activity(
             "flow_start_prepare",
             FlowStartInput(

@@ -19,6 +19,8 @@ from hub.permissions import NIL_UUID
 from hub.tables import Activeflow, EmailMessage, Event, FlowVersion
 from tests.helpers import free_port, make_line_account, make_tenant, open_conversation, wait_for
 from tests.integration.test_flows import finished_run, inbound, outgoing_texts, setup_flow
+from tests.integration.test_webhooks import configure
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -512,3 +514,37 @@ async def test_a_cycle_written_around_the_checks_stops_at_the_depth_limit(client
     assert len(failed) == 1 and "nest at most 5 deep" in failed[0]["reason"], [r["reason"] for r in done]
     assert sum(r["parent_id"] is None for r in done) == 1
     assert failed[0]["workflow_id"].endswith("/again" * 5)
+
+
+@pytest.mark.usefixtures("dispatchers")
+async def test_handoff_events_reach_the_customers_webhook_signed(client):
+    tenant = await make_tenant()
+    receiver = await Receiver().start()
+    try:
+        await configure(client, tenant, receiver)
+        actions = [
+            {"id": "give", "type": "conversation_assign", "option": {"agent_id": str(tenant.agent.id)}},
+            {"id": "mark", "type": "conversation_tag", "option": {"add": ["hot"]}},
+        ]
+        tenant, _ = await setup_flow(client, actions, tenant=tenant)
+        await inbound(client, tenant)
+        [run] = await finished_run(tenant)
+        assert run["status"] == "ended", run["reason"]
+
+        async def handoff_delivered():
+            updates = [
+                r.body["data"]
+                for r in receiver.received
+                if r.body["type"] == "conversation_updated"
+                and r.body["data"]["id"] == str(run["conversation_id"])
+            ]
+            return updates if any(u["tags"] == ["hot"] for u in updates) else None
+
+        updates = await wait_for(handoff_delivered, within=30)
+        assert [(u["owner_id"], u["tags"]) for u in updates][-2:] == [
+            (str(tenant.agent.id), []),
+            (str(tenant.agent.id), ["hot"]),
+        ]
+        assert all(r.verified_by for r in receiver.received)
+    finally:
+        await receiver.stop()

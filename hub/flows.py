@@ -172,16 +172,30 @@ def _path_to(graph: dict[str, list[str]], start: str, goal: str, path: list[str]
     return None
 
 
-def _longest(graph: dict[str, list[str]], start: str, avoid: set[str]) -> list[str]:
-    """The longest chain of nodes from `start` along `graph` (acyclic once checked; `avoid` and the
-    chain itself guard against a cycle elsewhere)."""
+def _longest(
+    graph: dict[str, list[str]],
+    start: str,
+    avoid: set[str],
+    memo: dict[str, list[str]] | None = None,
+    stack: set[str] | None = None,
+) -> list[str]:
+    """The longest chain of nodes from `start` along `graph`, skipping `avoid` (each node once:
+    memoised, so many paths through the same flows stay cheap; the stack guards against a cycle
+    written around the checks)."""
+    memo = {} if memo is None else memo
+    stack = set() if stack is None else stack
+    if start in memo:
+        return memo[start]
+    stack.add(start)
     best: list[str] = [start]
     for nxt in graph.get(start, []):
-        if nxt in avoid:
+        if nxt in avoid or nxt in stack:
             continue
-        tail = _longest(graph, nxt, avoid | {start})
+        tail = _longest(graph, nxt, avoid, memo, stack)
         if 1 + len(tail) > len(best):
             best = [start, *tail]
+    stack.discard(start)
+    memo[start] = best
     return best
 
 

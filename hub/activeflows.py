@@ -132,20 +132,14 @@ async def start_failed(activeflow_id: UUID, error: str, max_attempts: int) -> bo
         {Activeflow.start_attempts: Activeflow.start_attempts + 1, Activeflow.tm_update: now()}
     ).where(*pending)
     stamp = now()
-    given_up = (
-        await Activeflow.update(
-            {
-                Activeflow.status: "failed",
-                Activeflow.reason: f"the workflow could not be started ({max_attempts} attempts): {error}"[
-                    :2000
-                ],
-                Activeflow.tm_update: stamp,
-                Activeflow.tm_end: stamp,
-            }
-        )
-        .where(*pending, Activeflow.start_attempts >= max_attempts)
-        .returning(Activeflow.id)
-    )
+    given_up = await Activeflow.update(
+        {
+            Activeflow.status: "failed",
+            Activeflow.reason: f"the workflow could not be started ({max_attempts} attempts): {error}"[:2000],
+            Activeflow.tm_update: stamp,
+            Activeflow.tm_end: stamp,
+        }
+    ).where(*pending, Activeflow.start_attempts >= max_attempts).returning(Activeflow.id)
     return bool(given_up)
 
 

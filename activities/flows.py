@@ -69,6 +69,7 @@ class FlowActivities:
             account_id=str(row["account_id"]),
             actions=actions,
             variables=variables,
+            workflow_id=str(row["workflow_id"]),
         )
 
     @activity.defn(name="flow_send_message")
@@ -109,6 +110,7 @@ class FlowActivities:
                 activeflow_id=uuid.UUID(data.activeflow_id),
                 message_id=uuid.UUID(data.message_id) if data.message_id else None,
                 participant_id=participant_id,
+                email_subject=data.subject,
             )
         except HubError as exc:
             # The conversation or account is gone, the text is empty...: retrying cannot help.

@@ -42,6 +42,8 @@ class FlowPlan:
     # Validated and normalised (hub.actions.parse_stored); hub.actions.typed_steps types them.
     actions: list[dict[str, Any]] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    # The run's workflow id as its row records it (sub-flows' workflow ids derive from it).
+    workflow_id: str = ""
 
 
 @dataclass
@@ -57,6 +59,8 @@ class FlowSendInput:
     # Decided by the workflow (deterministically), so a retried activity stores one message.
     message_id: str = ""
     step: int = 0
+    # message_send from an email account: the subject ("": threads as a reply).
+    subject: str = ""
 
 
 @dataclass
@@ -67,6 +71,44 @@ class FlowCloseInput:
     customer_id: str = ""
     conversation_id: str = ""
     note: str = ""
+
+
+@dataclass
+class FlowConversationInput:
+    """conversation_assign / conversation_unassign / conversation_tag on the run's conversation:
+    the same change (and events) as the API's, made as an admin would."""
+
+    activeflow_id: str = ""
+    customer_id: str = ""
+    conversation_id: str = ""
+    # conversation_assign: the new owner.
+    agent_id: str = ""
+    # conversation_tag.
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FlowConversationResult:
+    owner_id: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FlowStartInput:
+    """flow_start: the sub-flow's activeflow row, written before its child workflow starts."""
+
+    parent_activeflow_id: str = ""
+    # Decided by the workflow (deterministically), so a retried activity writes one row.
+    activeflow_id: str = ""
+    workflow_id: str = ""
+    flow_id: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FlowStartResult:
+    flow_version: int = 0
 
 
 @dataclass

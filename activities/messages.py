@@ -88,6 +88,8 @@ class MessageActivities:
         try:
             if caps.threads:
                 out.thread = await mail.thread_for(message["conversation_id"], out.to)
+                if subject := await mail.own_subject(message_id):
+                    out.thread["own_subject"] = subject
             if caps.attaches_media and out.medias:
                 out.attachments = await providers.fetch_attachments(
                     self._media_session(),

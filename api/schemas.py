@@ -16,6 +16,7 @@ from hub.models import (
     ConversationOut,
     CustomerOut,
     FlowOut,
+    FlowVersionOut,
     MessageOut,
     ParticipantOut,
     WebhookDeliveryOut,
@@ -243,6 +244,11 @@ class FlowUpdate(Struct, kw_only=True):
 
 class FlowPage(Struct):
     result: list[FlowOut]
+    next_page_token: str
+
+
+class FlowVersionPage(Struct):
+    result: list[FlowVersionOut]
     next_page_token: str
 
 

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.flows import FlowActivities
+from activities.handoff import HandoffActivities
 from activities.lifecycle import LifecycleActivities
 from activities.messages import MessageActivities
 from activities.publish import EventPublisher
@@ -57,6 +58,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         settings,
     )
     lifecycle = LifecycleActivities()
+    handoff = HandoffActivities()
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -73,6 +75,10 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             webhook_activities.deliver_webhooks,
             lifecycle.inactivity_sweep,
             lifecycle.close_for_flow,
+            handoff.assign,
+            handoff.unassign,
+            handoff.tag,
+            handoff.prepare_sub_flow,
         ],
     )
 

@@ -29,8 +29,12 @@ class ConversationSendOption(Struct, forbid_unknown_fields=True):
 
 class MessageSendOption(Struct, forbid_unknown_fields=True):
     account_id: UUID
-    destination: Annotated[str, Meta(min_length=1, max_length=64)]
+    # A phone number (SMS), a LINE chat id or an email address, as the account's channel takes;
+    # `${name}` is substituted at run time (a literal one is checked when the flow is saved).
+    destination: Annotated[str, Meta(min_length=1, max_length=254)]
     text: Text
+    # Email accounts: the subject of the message ("": `Re:` the conversation's subject).
+    subject: Annotated[str, Meta(max_length=200)] = ""
 
 
 class WebhookSendOption(Struct, forbid_unknown_fields=True):
@@ -82,6 +86,35 @@ class ConversationCloseOption(Struct, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(max_length=200)] = ""
 
 
+# --- handoff and sub-flow actions (issue 11) ----------------------------------------------------
+
+# How deep `flow_start` may nest: a flow, its sub-flow, ... at most this many `flow_start` hops.
+MAX_FLOW_DEPTH = 5
+TagName = Annotated[str, Meta(min_length=1, max_length=50)]
+
+
+class ConversationAssignOption(Struct, forbid_unknown_fields=True):
+    # An agent of the flow's customer (checked when the flow is saved, and again when it runs).
+    agent_id: UUID
+
+
+class ConversationUnassignOption(Struct, forbid_unknown_fields=True):
+    pass
+
+
+class ConversationTagOption(Struct, forbid_unknown_fields=True):
+    # Tags as the API takes them (hub.tags rules, checked when the flow is saved).
+    add: Annotated[list[TagName], Meta(max_length=20)] = []
+    remove: Annotated[list[TagName], Meta(max_length=20)] = []
+
+
+class FlowStartOption(Struct, forbid_unknown_fields=True):
+    # Another flow of the same customer, run as a child workflow; the run waits for it.
+    flow_id: UUID
+    # Extra variables of the sub-flow's run (`${name}` substituted from this run's variables).
+    variables: Annotated[dict[VariableName, Annotated[str, Meta(max_length=5000)]], Meta(max_length=100)] = {}
+
+
 OPTION_TYPES: dict[str, type[Struct]] = {
     "conversation_send": ConversationSendOption,
     "message_send": MessageSendOption,
@@ -94,6 +127,10 @@ OPTION_TYPES: dict[str, type[Struct]] = {
     "sleep": SleepOption,
     "stop": StopOption,
     "conversation_close": ConversationCloseOption,
+    "conversation_assign": ConversationAssignOption,
+    "conversation_unassign": ConversationUnassignOption,
+    "conversation_tag": ConversationTagOption,
+    "flow_start": FlowStartOption,
 }
 ACTION_TYPES = tuple(OPTION_TYPES)
 

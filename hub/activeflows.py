@@ -224,3 +224,55 @@ async def mark_stopped(customer_id: UUID, activeflow_id: UUID) -> dict[str, Any]
         }
     ).where(Activeflow.id == activeflow_id, Activeflow.status == "running")
     return await get_activeflow(customer_id, activeflow_id)
+
+
+# --- sub-flows (flow_start) -----------------------------------------------------------------
+
+
+def sub_flow_variables(parent: dict[str, Any], flow_id: UUID, activeflow_id: UUID, given: dict[str, str]):
+    """A sub-flow's first variables: its parent's first ones (the conversation and the message
+    that started the chain), its own flow.id / activeflow.id, then what flow_start passed."""
+    return {
+        **stored_variables(parent),
+        "flow.id": str(flow_id),
+        "activeflow.id": str(activeflow_id),
+        "activeflow.parent_id": str(parent["id"]),
+        **given,
+    }
+
+
+async def create_sub_flow(
+    parent_id: UUID, activeflow_id: UUID, workflow_id: str, flow_id: UUID, given: dict[str, str]
+) -> dict[str, Any]:
+    """The activeflow of a sub-flow, on its parent's conversation, account and message, running
+    the flow's current version; written once (a retry returns the row). It is `started`: its
+    parent starts its (child) workflow, recovery never does. BadRequest when the flow is gone."""
+    existing = await Activeflow.select().where(Activeflow.id == activeflow_id).first()
+    if existing is not None:
+        return existing
+    parent = await Activeflow.select().where(Activeflow.id == parent_id).first()
+    if parent is None:
+        raise NotFound(f"activeflow {parent_id} does not exist")
+    flow = await live_flow(parent["customer_id"], flow_id)
+    if flow is None:
+        raise BadRequest(f"flow_id {flow_id} is not a live flow of this customer")
+    await Activeflow.insert(
+        Activeflow(
+            id=activeflow_id,
+            customer_id=parent["customer_id"],
+            flow_id=flow["id"],
+            flow_name=flow["name"],
+            conversation_id=parent["conversation_id"],
+            account_id=parent["account_id"],
+            message_id=parent["message_id"],
+            workflow_id=workflow_id,
+            flow_version=flow["version"],
+            status="running",
+            started=True,
+            parent_id=parent_id,
+            variables=msgspec.json.encode(
+                sub_flow_variables(parent, flow["id"], activeflow_id, given)
+            ).decode(),
+        )
+    )
+    return await Activeflow.select().where(Activeflow.id == activeflow_id).first()

@@ -48,6 +48,37 @@ async def store_inbound_email(facts: Any, files: list[Any], message: dict[str, A
         )
 
 
+async def record_own_subject(message: dict[str, Any], peer: str, subject: str) -> None:
+    """An outgoing email that carries its own subject (a flow's message_send `subject`): its
+    headers row, written with the message (in its transaction) and completed once the relay took
+    it (record_sent_email). Later replies of the conversation thread to this subject."""
+    await EmailMessage.insert(
+        EmailMessage(
+            message_id=message["id"],
+            customer_id=message["customer_id"],
+            conversation_id=message["conversation_id"],
+            direction="outgoing",
+            peer=peer.strip().lower(),
+            subject=" ".join(subject.split())[:998],
+            tm_create=now(),
+        )
+    ).on_conflict(action="DO NOTHING")
+
+
+async def own_subject(message_id: UUID) -> str:
+    """The subject an outgoing email was written with ("" for a reply, which threads)."""
+    row = (
+        await EmailMessage.select(EmailMessage.subject)
+        .where(
+            EmailMessage.message_id == message_id,
+            EmailMessage.direction == "outgoing",
+            EmailMessage.header_message_id == "",
+        )
+        .first()
+    )
+    return row["subject"] if row else ""
+
+
 async def thread_for(conversation_id: UUID, peer: str) -> dict[str, str]:
     """What a reply to `peer` in this conversation threads to: the subject of the conversation's
     first email, and the Message-Id and References of the peer's last one."""
@@ -83,7 +114,17 @@ async def record_sent_email(
         .where(Message.id == message_id)
         .first()
     )
-    if row is None or await EmailMessage.exists().where(EmailMessage.message_id == message_id):
+    if row is None:
+        return
+    if await EmailMessage.exists().where(EmailMessage.message_id == message_id):
+        # Written with its own subject (record_own_subject): the relay's headers complete it.
+        await EmailMessage.update(
+            {
+                EmailMessage.header_message_id: header_id,
+                EmailMessage.in_reply_to: thread.get("in_reply_to", ""),
+                EmailMessage.references: thread.get("references", ""),
+            }
+        ).where(EmailMessage.message_id == message_id, EmailMessage.header_message_id == "")
         return
     await EmailMessage.insert(
         EmailMessage(

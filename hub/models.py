@@ -212,6 +212,19 @@ class FlowOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
+class FlowVersionOut(msgspec.Struct, kw_only=True):
+    """One stored action list of a flow: a run executes the version it started with."""
+
+    flow_id: UUID
+    version: int
+    actions: list[ActionOut]
+    tm_create: datetime | None
+
+
+def flow_version_out(row: dict[str, Any]) -> FlowVersionOut:
+    return msgspec.convert(row, FlowVersionOut, strict=False)
+
+
 class ActiveflowOut(msgspec.Struct, kw_only=True):
     id: UUID
     customer_id: UUID
@@ -231,6 +244,8 @@ class ActiveflowOut(msgspec.Struct, kw_only=True):
     tm_create: datetime | None
     tm_update: datetime | None
     tm_end: datetime | None = None
+    # The activeflow whose `flow_start` started this run (a sub-flow), null otherwise.
+    parent_id: UUID | None = None
 
 
 def flow_out(row: dict[str, Any]) -> FlowOut:

@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
-from hub import events, participants
+from hub import events, mail, participants
 from hub.conversations import get_conversation, record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest, Conflict
@@ -74,13 +74,15 @@ async def create_outgoing(
     activeflow_id: UUID | None = None,
     message_id: UUID | None = None,
     participant_id: UUID | None = None,
+    email_subject: str = "",
 ) -> tuple[dict[str, Any], bool]:
     """Stores a `progressing` outgoing message; returns it and whether it is new.
 
     It goes through `participant_id` when given, else through the most recently active
     participant that can carry it (hub.participants.choose); the message records which.
     With an idempotency key already used by this customer, the first message comes back and
-    nothing is written."""
+    nothing is written. `email_subject`: an email goes out with this subject instead of threading
+    to the conversation's (a flow's message_send)."""
     conversation = await get_conversation(customer_id, conversation_id)
     if idempotency_key and (first := await _by_idempotency_key(customer_id, idempotency_key)):
         return _same_conversation(first, conversation_id), False
@@ -113,6 +115,8 @@ async def create_outgoing(
         async with transaction(current_engine()):
             await Message.insert(row)
             message = await Message.select().where(Message.id == message_id).first()
+            if email_subject and account["type"] == "email":
+                await mail.record_own_subject(message, _target(participant["address"]), email_subject)
             await record_last_message(conversation, message)
             await events.emit(
                 events.event_row(

@@ -256,6 +256,8 @@ class Activeflow(Table, tablename="activeflows"):
     tm_create = Timestamptz(default=TimestamptzNow())
     tm_update = Timestamptz(default=TimestamptzNow())
     tm_end = Timestamptz(null=True, default=None)
+    # The run whose `flow_start` started this one (a sub-flow); NULL for a run a message started.
+    parent_id = UUID(null=True, default=None)
 
 
 class Event(Table, tablename="events"):

@@ -11,13 +11,15 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from activities.inputs import (
     FailInput,
     FlowCloseInput,
+    FlowConversationInput,
+    FlowConversationResult,
     FlowFinishInput,
     FlowHttpInput,
     FlowHttpResult,
@@ -25,6 +27,8 @@ from activities.inputs import (
     FlowPlan,
     FlowSendInput,
     FlowSendResult,
+    FlowStartInput,
+    FlowStartResult,
 )
 from workflows.send import SendInput
 
@@ -49,6 +53,18 @@ class ActiveflowInput:
     account_id: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    # A sub-flow (flow_start): how many flow_start hops below the run a message started, and
+    # that its result is an ActiveflowOutcome (a run a message started answers its status).
+    depth: int = 0
+    sub_flow: bool = False
+
+
+@dataclass
+class ActiveflowOutcome:
+    """What a sub-flow answers its parent: how it ended and its final variables."""
+
+    status: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +86,8 @@ LOAD_RETRY = RetryPolicy(
     non_retryable_error_types=["FlowInvalid"],
 )
 STOP = object()
+# activeflows.workflow_id is a VARCHAR(128).
+MAX_WORKFLOW_ID = 128
 # A local activity's failure arrives as the activity's own error (or its timeout), an activity's
 # wrapped in an ActivityError: a run handles them the same way.
 ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
@@ -96,7 +114,7 @@ class ActiveflowWorkflow:
         return self.state
 
     @workflow.run
-    async def run(self, data: ActiveflowInput) -> str:
+    async def run(self, data: ActiveflowInput) -> Any:
         self.data = data
         state = self.state
         try:
@@ -121,6 +139,8 @@ class ActiveflowWorkflow:
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
+        if data.sub_flow:
+            return ActiveflowOutcome(status=state.status, variables=state.variables)
         return state.status
 
     async def load(self, data: ActiveflowInput) -> FlowPlan:
@@ -187,6 +207,7 @@ class ActiveflowWorkflow:
                         account_id=str(option.account_id),
                         destination=flow_actions.substitute(option.destination, variables),
                         text=option.text,
+                        subject=flow_actions.substitute(option.subject, variables),
                     )
                 )
                 variables[f"{step.id}.conversation.id"] = sent.conversation_id
@@ -248,7 +269,109 @@ class ActiveflowWorkflow:
                     retry_policy=DB_RETRY,
                 )
                 variables["conversation.status"] = "closed"
+            case (
+                flow_actions.ConversationAssignOption()
+                | flow_actions.ConversationUnassignOption()
+                | flow_actions.ConversationTagOption()
+            ):
+                await self.handoff(step.option)
+            case flow_actions.FlowStartOption() as option:
+                await self.start_sub_flow(step, option)
         return None
+
+    # --- handoff and sub-flow actions (issue 11) ---------------------------------------------
+
+    async def handoff(self, option: Any) -> None:
+        """conversation_assign / _unassign / _tag: one activity each, the API's operation."""
+        request = FlowConversationInput(
+            activeflow_id=self.data.activeflow_id,
+            customer_id=self.plan.customer_id,
+            conversation_id=self.plan.conversation_id,
+        )
+        match option:
+            case flow_actions.ConversationAssignOption(agent_id=agent_id):
+                request.agent_id = str(agent_id)
+                activity = "flow_assign_conversation"
+            case flow_actions.ConversationUnassignOption():
+                activity = "flow_unassign_conversation"
+            case _:
+                request.add, request.remove = list(option.add), list(option.remove)
+                activity = "flow_tag_conversation"
+        result = await workflow.execute_activity(
+            activity,
+            request,
+            result_type=FlowConversationResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        self.state.variables["conversation.owner_id"] = result.owner_id
+        self.state.variables["conversation.tags"] = ",".join(result.tags)
+
+    async def start_sub_flow(self, step: flow_actions.Step, option: flow_actions.FlowStartOption) -> None:
+        """flow_start: the sub-flow runs as a child workflow (its own activeflow row, on this
+        conversation); this run waits for it, then reads its final variables under `<id>.`. A stop
+        of this run stops the sub-flow too."""
+        data, variables = self.data, self.state.variables
+        if data.depth >= flow_actions.MAX_FLOW_DEPTH:
+            raise ApplicationError(
+                f"sub-flows nest at most {flow_actions.MAX_FLOW_DEPTH} deep", type="FlowActionFailed"
+            )
+        number = len(self.state.executed)
+        repeat = self.state.executed.count(step.id)
+        own_id = self.plan.workflow_id or workflow.info().workflow_id
+        workflow_id = f"{own_id}/{step.id}" + (f"#{repeat}" if repeat > 1 else "")
+        activeflow_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), f"flow_start:{number}"))
+        if len(workflow_id) > MAX_WORKFLOW_ID:  # deep chains of long action ids: the row's limit
+            workflow_id = f"activeflow-{activeflow_id}"
+        prepared = await workflow.execute_activity(
+            "flow_start_prepare",
+            FlowStartInput(
+                parent_activeflow_id=data.activeflow_id,
+                activeflow_id=activeflow_id,
+                workflow_id=workflow_id,
+                flow_id=str(option.flow_id),
+                variables={k: flow_actions.substitute(v, variables) for k, v in option.variables.items()},
+            ),
+            result_type=FlowStartResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        child = await workflow.start_child_workflow(
+            ActiveflowWorkflow.run,
+            ActiveflowInput(
+                activeflow_id=activeflow_id,
+                flow_version=prepared.flow_version,
+                max_actions=data.max_actions,
+                send=data.send,
+                depth=data.depth + 1,
+                sub_flow=True,
+            ),
+            id=workflow_id,
+            result_type=ActiveflowOutcome,
+            search_attributes=self.sub_flow_attributes(str(option.flow_id)),
+        )
+        await workflow.wait_condition(lambda: child.done() or self.stop_requested)
+        if not child.done():
+            await child.signal("stop")
+        try:
+            answer = await child
+            # Decoded as JSON (the run's annotation is not the outcome's type).
+            outcome = ActiveflowOutcome(**answer) if isinstance(answer, dict) else answer
+        except ChildWorkflowError as exc:  # terminated or timed out from outside the hub
+            outcome = ActiveflowOutcome(status="failed", variables={})
+            workflow.logger.warning("sub-flow %s did not finish: %s", workflow_id, exc.cause or exc)
+        for name, value in outcome.variables.items():
+            variables[f"{step.id}.{name}"] = value
+        variables[f"{step.id}.activeflow.status"] = outcome.status
+
+    def sub_flow_attributes(self, flow_id: str) -> TypedSearchAttributes | None:
+        """The parent's search attributes (customer, conversation, account), with the sub-flow's id."""
+        inherited = [p for p in workflow.info().typed_search_attributes if p.key.name != "FlowId"]
+        if not inherited:
+            return None
+        return TypedSearchAttributes(
+            [*inherited, SearchAttributePair(SearchAttributeKey.for_keyword("FlowId"), flow_id)]
+        )
 
     async def send(self, request: FlowSendInput) -> FlowSendResult:
         """Stores and delivers one message; the flow goes on once the provider took it (or gave up)."""

@@ -14,10 +14,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import temporal
 from api.deps import Caller
 from api.params import PageSize, PageToken
-from api.schemas import ActiveflowPage, FlowCreate, FlowPage, FlowUpdate, given
+from api.schemas import ActiveflowPage, FlowCreate, FlowPage, FlowUpdate, FlowVersionPage, given
 from hub import activeflows, flows
 from hub.errors import Unavailable
-from hub.models import ActiveflowOut, FlowOut, activeflow_out, flow_out
+from hub.models import ActiveflowOut, FlowOut, activeflow_out, flow_out, flow_version_out
 from workflows.activeflow import ActiveflowState
 
 log = logging.getLogger("hub.api")
@@ -50,6 +50,17 @@ class FlowController(Controller):
     @get("/{flow_id:str}")
     async def get_flow(self, caller: NamedDependency[Caller], flow_id: FromPath[UUID]) -> FlowOut:
         return flow_out(await flows.get_flow(caller.customer_id, flow_id))
+
+    @get("/{flow_id:str}/versions", summary="Every action list the flow had, newest first")
+    async def list_versions(
+        self,
+        caller: NamedDependency[Caller],
+        flow_id: FromPath[UUID],
+        page_size: PageSize = 100,
+        page_token: PageToken = "",
+    ) -> FlowVersionPage:
+        rows, token = await flows.list_versions(caller.customer_id, flow_id, page_size, page_token)
+        return FlowVersionPage(result=[flow_version_out(r) for r in rows], next_page_token=token)
 
     @put("/{flow_id:str}")
     async def update_flow(

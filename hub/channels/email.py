@@ -308,7 +308,10 @@ def build_message(account: dict[str, Any], out: Outgoing, now: float | None = No
         formataddr((account["name"], account["address"])) if account["name"] else account["address"]
     )
     message["To"] = out.to
-    message["Subject"] = reply_subject(thread.get("subject", ""))
+    # A message written with its own subject (a flow's message_send) keeps it; replies say `Re:`.
+    message["Subject"] = " ".join(thread.get("own_subject", "").split()) or reply_subject(
+        thread.get("subject", "")
+    )
     message["Date"] = formatdate(now, localtime=False)
     message["Message-ID"] = header_message_id(out.message_id, account["address"])
     if in_reply_to := thread.get("in_reply_to", ""):

@@ -82,6 +82,14 @@ class ConversationCloseOption(Struct, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(max_length=200)] = ""
 
 
+class WaitForReplyOption(Struct, forbid_unknown_fields=True):
+    """Waits for the next inbound message of the run's conversation (hub/dialogues.py):
+    `<into>.text`, `.id`, `.channel`, `.medias.<n>.url`, `.timeout` ("true"/"false"/"superseded")."""
+
+    timeout_ms: Annotated[int, Meta(ge=1, le=30 * 24 * 3600 * 1000)]
+    into: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")] = "reply"
+
+
 OPTION_TYPES: dict[str, type[Struct]] = {
     "conversation_send": ConversationSendOption,
     "message_send": MessageSendOption,
@@ -94,6 +102,7 @@ OPTION_TYPES: dict[str, type[Struct]] = {
     "sleep": SleepOption,
     "stop": StopOption,
     "conversation_close": ConversationCloseOption,
+    "wait_for_reply": WaitForReplyOption,
 }
 ACTION_TYPES = tuple(OPTION_TYPES)
 

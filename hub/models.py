@@ -212,6 +212,15 @@ class FlowOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
+class DialogueMessageOut(msgspec.Struct, kw_only=True):
+    """An inbound message routed to a run in dialogue: `routed` (no wait took it yet), `consumed`
+    or `unconsumed` (the run ended first)."""
+
+    message_id: UUID
+    position: int
+    state: str
+
+
 class ActiveflowOut(msgspec.Struct, kw_only=True):
     id: UUID
     customer_id: UUID
@@ -231,6 +240,11 @@ class ActiveflowOut(msgspec.Struct, kw_only=True):
     tm_create: datetime | None
     tm_update: datetime | None
     tm_end: datetime | None = None
+    # Dialogue (wait_for_reply): whether the run takes its conversation's messages, whether it is
+    # waiting now (a running run only), and its inbox in commit order (GET of one run only).
+    in_dialogue: bool = False
+    waiting: bool = False
+    inbox: list[DialogueMessageOut] = []
 
 
 def flow_out(row: dict[str, Any]) -> FlowOut:

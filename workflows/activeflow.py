@@ -16,6 +16,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from activities.inputs import (
+    DialogueConsumedInput,
+    DialogueEnterInput,
+    DialogueEnterResult,
     FailInput,
     FlowCloseInput,
     FlowFinishInput,
@@ -30,6 +33,27 @@ from workflows.send import SendInput
 
 with workflow.unsafe.imports_passed_through():
     from hub import actions as flow_actions
+
+
+@dataclass
+class DialogueReply:
+    """An inbound message routed to the run (signal `reply`): `position` is its place in the
+    run's inbox (1, 2, 3... in commit order), so waits consume in that order whatever order the
+    signals arrive in."""
+
+    message_id: str = ""
+    position: int = 0
+    text: str = ""
+    channel: str = ""
+    media_urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DryRun:
+    """A sandboxed run (POST /flows/{id}/test): every side effect is captured, not done; waits
+    consume `replies` in order, then time out at once; no row is read or written."""
+
+    replies: list[DialogueReply] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +73,17 @@ class ActiveflowInput:
     account_id: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    # Set: a dry run (the plan comes in the fields above, as for runs from before flow versions).
+    dry_run: DryRun | None = None
+
+
+@dataclass
+class CapturedEffect:
+    """What a dry run's action would have done (a message, an HTTP call, a close...)."""
+
+    action_id: str = ""
+    type: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +92,15 @@ class ActiveflowState:
     current_action_id: str = ""
     executed: list[str] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    # Dialogue: in it (since the first wait_for_reply, until superseded), waiting now, and the
+    # inbox's message ids by what became of them.
+    in_dialogue: bool = False
+    waiting: bool = False
+    consumed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    # Dry runs only: the side effects captured, and why the run ended as it did.
+    captured: list[CapturedEffect] = field(default_factory=list)
+    reason: str = ""
 
 
 # Short database writes and provider sends run as local activities: no task-queue round trip
@@ -86,10 +130,28 @@ class ActiveflowWorkflow:
         self.stop_requested = False
         self.data = ActiveflowInput()
         self.plan = FlowPlan()
+        # Dialogue inbox: routed messages by position, what was seen (a redelivery is ignored).
+        self.inbox: dict[int, DialogueReply] = {}
+        self.seen: set[str] = set()
+        self.next_position = 1
+        self.superseded = False
 
     @workflow.signal
     def stop(self) -> None:
         self.stop_requested = True
+
+    @workflow.signal
+    def reply(self, message: DialogueReply) -> None:
+        if message.message_id in self.seen or message.position < self.next_position:
+            return
+        self.seen.add(message.message_id)
+        self.inbox[message.position] = message
+        self.state.pending.append(message.message_id)
+
+    @workflow.signal
+    def supersede(self) -> None:
+        """Another run of the conversation entered a wait: this one's dialogue is over."""
+        self.superseded = True
 
     @workflow.query
     def current(self) -> ActiveflowState:
@@ -108,6 +170,9 @@ class ActiveflowWorkflow:
         else:
             state.variables = dict(self.plan.variables)
             reason = await self.interpret(steps)
+        if data.dry_run is not None:
+            state.reason = reason
+            return state.status  # nothing stored: the caller queries `current`
         await workflow.execute_local_activity(
             "flow_finish",
             FlowFinishInput(
@@ -226,6 +291,10 @@ class ActiveflowWorkflow:
                 if done < option.loop_count:
                     goto_jumps[step.id] = done + 1
                     return option.target_id
+            case flow_actions.SleepOption() as option if self.captured(
+                step.type, {"duration_ms": option.duration_ms}
+            ):
+                pass  # a dry run does not wait
             case flow_actions.SleepOption() as option:
                 try:
                     await workflow.wait_condition(
@@ -235,6 +304,12 @@ class ActiveflowWorkflow:
                     pass
             case flow_actions.StopOption():
                 return STOP
+            case flow_actions.WaitForReplyOption() as option:
+                await self.wait_for_reply(option)
+            case flow_actions.ConversationCloseOption() as option if self.captured(
+                step.type, {"reason": flow_actions.substitute(option.reason, variables)}
+            ):
+                variables["conversation.status"] = "closed"
             case flow_actions.ConversationCloseOption() as option:
                 await workflow.execute_activity(
                     "flow_close_conversation",
@@ -250,15 +325,98 @@ class ActiveflowWorkflow:
                 variables["conversation.status"] = "closed"
         return None
 
+    def captured(self, kind: str, detail: dict[str, Any]) -> bool:
+        """THE dry-run switch: in a dry run, records what the current action would do (`kind`:
+        message, http, or the action's type) and says True, so the caller skips the side effect;
+        in a real run, False. Every side-effecting action asks it before its activity."""
+        if self.data.dry_run is None:
+            return False
+        effect = CapturedEffect(action_id=self.state.current_action_id, type=kind, detail=detail)
+        self.state.captured.append(effect)
+        return True
+
+    async def wait_for_reply(self, option: flow_actions.WaitForReplyOption) -> None:
+        """Waits for the next message of the run's inbox: the oldest unconsumed one, in commit
+        order. `<into>.timeout` is "true", "false" or "superseded" (another run took the dialogue)."""
+        into, variables, state = option.into, self.state.variables, self.state
+        reply: DialogueReply | None = None
+        outcome = "true"
+        if self.data.dry_run is not None:
+            replies = self.data.dry_run.replies
+            if self.next_position <= len(replies):
+                reply = replies[self.next_position - 1]
+                reply.message_id = reply.message_id or f"dry-run-reply-{self.next_position}"
+                self.next_position += 1
+        else:
+            entered = await workflow.execute_local_activity(
+                "flow_dialogue_enter",
+                DialogueEnterInput(activeflow_id=self.data.activeflow_id),
+                result_type=DialogueEnterResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            for workflow_id in entered.superseded_workflow_ids:
+                # A run just over does not take the signal: nothing to tell it.
+                try:
+                    await workflow.get_external_workflow_handle(workflow_id).signal("supersede")
+                except Exception:  # noqa: BLE001 - whatever the failure, the new dialogue goes on
+                    workflow.logger.info("run %s not told it was superseded", workflow_id)
+            self.superseded = False
+            state.in_dialogue = True
+            state.waiting = True
+            workflow.set_current_details(f"waiting for a reply ({into}), action {state.current_action_id}")
+            try:
+                await workflow.wait_condition(
+                    lambda: self.next_position in self.inbox or self.superseded or self.stop_requested,
+                    timeout=timedelta(milliseconds=option.timeout_ms),
+                )
+            except TimeoutError:
+                pass
+            state.waiting = False
+            if self.next_position in self.inbox:
+                reply = self.inbox.pop(self.next_position)
+                self.next_position += 1
+                state.pending.remove(reply.message_id)
+                state.consumed.append(reply.message_id)
+                await workflow.execute_local_activity(
+                    "flow_dialogue_consumed",
+                    DialogueConsumedInput(activeflow_id=self.data.activeflow_id, message_id=reply.message_id),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
+                )
+            elif self.superseded:
+                outcome = "superseded"
+                state.in_dialogue = False
+        for key in [k for k in variables if k.startswith(f"{into}.medias.")]:
+            del variables[key]
+        if reply is None:
+            variables.update({f"{into}.text": "", f"{into}.id": "", f"{into}.channel": ""})
+        else:
+            outcome = "false"
+            variables[f"{into}.text"] = reply.text
+            variables[f"{into}.id"] = reply.message_id
+            variables[f"{into}.channel"] = reply.channel or variables.get("message.channel", "")
+            for i, url in enumerate(reply.media_urls):
+                variables[f"{into}.medias.{i}.url"] = url
+        variables[f"{into}.timeout"] = outcome
+
     async def send(self, request: FlowSendInput) -> FlowSendResult:
         """Stores and delivers one message; the flow goes on once the provider took it (or gave up)."""
         data = self.data
+        request.text = flow_actions.substitute(request.text, self.state.variables)
+        if data.dry_run is not None:
+            detail = {
+                "text": request.text,
+                "account_id": request.account_id,
+                "destination": request.destination,
+            }
+            self.captured("message", {k: v for k, v in detail.items() if v})
+            return FlowSendResult(status="captured", conversation_id=request.conversation_id)
         request.activeflow_id = data.activeflow_id
         request.customer_id = self.plan.customer_id
         request.step = len(self.state.executed)
         # Deterministic, so the id survives replays and activity retries alike.
         request.message_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), str(request.step)))
-        request.text = flow_actions.substitute(request.text, self.state.variables)
         retry = RetryPolicy(
             initial_interval=timedelta(seconds=data.send.initial_retry_s),
             backoff_coefficient=2.0,
@@ -289,6 +447,9 @@ class ActiveflowWorkflow:
             return FlowSendResult(message_id=request.message_id, status="failed")
 
     async def http(self, request: FlowHttpInput, timeout_ms: int) -> FlowHttpResult:
+        if self.data.dry_run is not None:
+            self.captured("http", {"method": request.method, "url": request.url, "body": request.body})
+            return FlowHttpResult(status_code=0)
         return await workflow.execute_activity(
             "flow_http",
             request,

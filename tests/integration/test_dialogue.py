@@ -266,7 +266,8 @@ async def test_wait_for_reply_is_validated_at_save_time(client):
     ):
         body = {"name": "bad", "actions": [{"id": "w", "type": "wait_for_reply", "option": option}]}
         response = await client.post("/v1.0/flows", json=body, headers=tenant.admin.headers)
-        assert response.status_code == 400 and "'w'" in response.json()["error"]["message"], (option, response.text)
+        message = response.json()["error"]["message"]
+        assert response.status_code == 400 and "'w'" in message, (option, response.text)
     ok = {"name": "ok", "actions": [{"id": "w", "type": "wait_for_reply", "option": {"timeout_ms": 1000}}]}
     saved = await client.post("/v1.0/flows", json=ok, headers=tenant.admin.headers)
     assert saved.json()["actions"][0]["option"] == {"timeout_ms": 1000, "into": "reply"}

@@ -6,6 +6,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributeKey,
@@ -19,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.codec import data_converter
 from hub import activeflows, dialogues, metrics
 from hub.actions import MAX_EXECUTED_ACTIONS
+from hub.errors import Unavailable
 from hub.settings import Settings
 from workflows.activeflow import (
     ActiveflowInput,
@@ -164,6 +168,18 @@ async def deliver_reply(client: Client, delivery: dict[str, Any]) -> bool:
 DRY_RUN_TIMEOUT = timedelta(seconds=30)
 
 
+async def has_workflow_pollers(client: Client, task_queue: str) -> bool:
+    """Whether a worker polled the task queue for workflow tasks recently."""
+    answer = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return bool(answer.pollers)
+
+
 async def dry_run(
     client: Client,
     settings: Settings,
@@ -177,6 +193,9 @@ async def dry_run(
     answers its final state (path, captured side effects, variables). Nothing is stored."""
     run_id = variables["activeflow.id"]
     workflow_id = f"dryrun-{run_id}"
+    if not await has_workflow_pollers(client, settings.temporal_task_queue):
+        # Started anyway, the dry run would only time out: say so now.
+        raise Unavailable("no worker is polling the flow engine's task queue; retry the dry run")
     await client.execute_workflow(
         ActiveflowWorkflow.run,
         ActiveflowInput(

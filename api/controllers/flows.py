@@ -9,7 +9,7 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
-from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import temporal
@@ -182,6 +182,9 @@ async def _dry_run(
             variables,
             replies,
         )
+    except WorkflowFailureError as exc:
+        # Its execution timeout: a worker took it, then did not finish it in time.
+        raise Unavailable(f"the dry run did not finish: {exc.cause or exc}") from exc
     except Exception as exc:
         if isinstance(exc, RuntimeError | RPCError) and temporal.is_unavailable(exc):
             raise Unavailable("the flow engine is unavailable; retry the dry run") from exc

@@ -4,14 +4,18 @@ in a sandboxed activeflow; sends are captured; no row and no provider call come 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from api import temporal as hub_temporal
+from hub.errors import Unavailable
 from hub.tables import TABLES
 from tests.helpers import make_tenant
 from tests.integration.test_dialogue import SURVEY
@@ -127,3 +131,40 @@ async def test_the_cli_dry_runs_a_flow_document(client, tmp_path: Path):
     assert done.returncode == 0, done.stdout + done.stderr
     answer = json.loads(done.stdout)
     assert answer["captured"][-1]["detail"]["text"] == "You chose M in blue (timed out: false)"
+
+
+def readme_survey() -> dict:
+    text = (REPO / "README.md").read_text()
+    start = text.index("```json", text.index("A three-step survey")) + len("```json")
+    return json.loads(text[start : text.index("```", start)])
+
+
+async def test_the_readme_survey_dry_runs_as_documented(client):
+    tenant = await make_tenant()
+    body = {"actions": readme_survey()["actions"], "message": {"text": "survey"}}
+    body["replies"] = [{"text": "M"}, {"text": "blue"}]
+    answer = (await client.post("/v1.0/flows/test", json=body, headers=tenant.admin.headers)).json()
+    assert answer["executed_actions"] == [
+        "ask_size",
+        "size",
+        "no_size",
+        "ask_colour",
+        "colour",
+        "ask_note",
+        "note",
+        "thanks",
+        "end",
+    ]
+    assert answer["captured"][-1]["detail"] == {"text": "Thanks: M in blue. "}
+    assert (answer["variables"]["size.timeout"], answer["variables"]["note.timeout"]) == ("false", "true")
+    silent = (
+        await client.post("/v1.0/flows/test", json={**body, "replies": []}, headers=tenant.admin.headers)
+    ).json()
+    assert [c["detail"]["text"] for c in silent["captured"]] == ["Size? S, M or L", "No answer, bye"]
+
+
+async def test_a_dry_run_without_a_polling_worker_is_a_503_at_once(client, settings, temporal_env):
+    nobody = dataclasses.replace(settings, temporal_task_queue=f"nobody-{uuid.uuid4().hex[:8]}")
+    variables = {"activeflow.id": str(uuid.uuid4())}
+    with pytest.raises(Unavailable, match="no worker"):
+        await hub_temporal.dry_run(temporal_env.client, nobody, uuid.uuid4(), "", [], variables, [])

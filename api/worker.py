@@ -119,7 +119,9 @@ async def recover_dialogue_replies(client: Client, settings: Settings, older_tha
     delivered = 0
     for row in await dialogues.undelivered(older_than_s):
         try:
-            if await temporal.deliver_reply(client, row):
+            if row["run_status"] != "running":
+                await dialogues.mark_undeliverable(row["id"])  # the run ended: unconsumed
+            elif await temporal.deliver_reply(client, row):
                 delivered += 1
         except Exception:
             log.exception("recovery could not deliver dialogue message %s", row["message_id"])

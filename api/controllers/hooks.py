@@ -53,9 +53,11 @@ async def deliver_reply(request: Request, result: inbound.InboundResult) -> None
     try:
         await temporal.deliver_reply(request.app.state.temporal, result.dialogue)
     except Exception as exc:
-        if not temporal.is_unavailable(exc):
-            raise
-        log.warning("dialogue message %s not delivered now: %s", result.message["id"], exc)
+        # Committed already: whatever went wrong, recovery re-signals it (a bug is logged loudly).
+        if temporal.is_unavailable(exc):
+            log.warning("dialogue message %s not delivered now: %s", result.message["id"], exc)
+        else:
+            log.exception("dialogue message %s not delivered", result.message["id"])
 
 
 def count_inbound(channel: str, result: inbound.InboundResult) -> None:

@@ -165,7 +165,14 @@ async def deliver_reply(client: Client, delivery: dict[str, Any]) -> bool:
     return True
 
 
-DRY_RUN_TIMEOUT = timedelta(seconds=30)
+DRY_RUN_TIMEOUT = timedelta(seconds=15)
+
+
+def dry_run_task_queue(settings: Settings) -> str:
+    """Dry runs have a task queue of their own, whose worker registers the activeflow workflow and
+    no activity at all: a dry run cannot reach a database, a provider or a URL, whatever an
+    action does (one that forgot the capture switch fails to schedule its activity)."""
+    return f"{settings.temporal_task_queue}-dry-run"
 
 
 async def has_workflow_pollers(client: Client, task_queue: str) -> bool:
@@ -193,7 +200,7 @@ async def dry_run(
     answers its final state (path, captured side effects, variables). Nothing is stored."""
     run_id = variables["activeflow.id"]
     workflow_id = f"dryrun-{run_id}"
-    if not await has_workflow_pollers(client, settings.temporal_task_queue):
+    if not await has_workflow_pollers(client, dry_run_task_queue(settings)):
         # Started anyway, the dry run would only time out: say so now.
         raise Unavailable("no worker is polling the flow engine's task queue; retry the dry run")
     await client.execute_workflow(
@@ -209,7 +216,7 @@ async def dry_run(
             dry_run=DryRun(replies=replies),
         ),
         id=workflow_id,
-        task_queue=settings.temporal_task_queue,
+        task_queue=dry_run_task_queue(settings),
         execution_timeout=DRY_RUN_TIMEOUT,
         search_attributes=attributes(customer_id=customer_id, flow_id=flow_id),
         memo={"dry_run": True},

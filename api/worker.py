@@ -81,6 +81,18 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
     )
 
 
+def build_dry_run_worker(client: Client, settings: Settings) -> Worker:
+    """The dry runs' worker (api.temporal.dry_run_task_queue): the activeflow workflow only, no
+    activities, so a dry run has no way to any I/O."""
+    return Worker(
+        client,
+        task_queue=temporal.dry_run_task_queue(settings),
+        workflows=[ActiveflowWorkflow],
+        activities=[],
+        workflow_runner=workflow_runner(),
+    )
+
+
 async def recover_sends(client: Client, settings: Settings, older_than_s: float) -> int:
     """Starts the workflow of every outgoing message left `progressing` without one
     (an API crash between commit and start, or Temporal down at the time). Each message on its
@@ -164,7 +176,8 @@ async def run_worker(settings: Settings) -> None:
             settings.resolved_temporal_address,
         )
         try:
-            await worker.run()
+            async with build_dry_run_worker(client, settings):
+                await worker.run()
         finally:
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):

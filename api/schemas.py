@@ -339,5 +339,6 @@ class FlowTestOut(Struct, kw_only=True):
     status: Annotated[str, Meta(description="ended, failed or stopped")]
     reason: str = ""
     executed_actions: list[str]
-    captured: list[CapturedOut]
+    captured: Annotated[list[CapturedOut], Meta(description="the first 100 side effects, in order")]
+    captured_dropped: Annotated[int, Meta(description="side effects beyond the first 100")] = 0
     variables: dict[str, str]

@@ -100,6 +100,7 @@ class ActiveflowState:
     pending: list[str] = field(default_factory=list)
     # Dry runs only: the side effects captured, and why the run ended as it did.
     captured: list[CapturedEffect] = field(default_factory=list)
+    captured_dropped: int = 0  # beyond MAX_CAPTURED (a loop), counted only
     reason: str = ""
 
 
@@ -114,6 +115,8 @@ LOAD_RETRY = RetryPolicy(
     non_retryable_error_types=["FlowInvalid"],
 )
 STOP = object()
+# A dry run's answer keeps the first side effects (an endless loop of sends stays answerable).
+MAX_CAPTURED = 100
 # A local activity's failure arrives as the activity's own error (or its timeout), an activity's
 # wrapped in an ActivityError: a run handles them the same way.
 ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
@@ -331,8 +334,11 @@ class ActiveflowWorkflow:
         in a real run, False. Every side-effecting action asks it before its activity."""
         if self.data.dry_run is None:
             return False
-        effect = CapturedEffect(action_id=self.state.current_action_id, type=kind, detail=detail)
-        self.state.captured.append(effect)
+        if len(self.state.captured) < MAX_CAPTURED:
+            effect = CapturedEffect(action_id=self.state.current_action_id, type=kind, detail=detail)
+            self.state.captured.append(effect)
+        else:
+            self.state.captured_dropped += 1
         return True
 
     async def wait_for_reply(self, option: flow_actions.WaitForReplyOption) -> None:

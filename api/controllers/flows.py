@@ -27,7 +27,7 @@ from api.schemas import (
     given,
 )
 from hub import activeflows, dialogues, dryrun, flows
-from hub.errors import Unavailable
+from hub.errors import BadRequest, Unavailable
 from hub.models import ActiveflowOut, DialogueMessageOut, FlowOut, activeflow_out, flow_out
 from workflows.activeflow import ActiveflowState, DialogueReply
 
@@ -182,6 +182,9 @@ async def _dry_run(
             variables,
             replies,
         )
+    except WorkflowQueryFailedError as exc:
+        # The run's final state is larger than Temporal carries (variables grown without bound).
+        raise BadRequest(f"the dry run's result cannot be answered: {exc}") from exc
     except WorkflowFailureError as exc:
         # Its execution timeout: a worker took it, then did not finish it in time.
         raise Unavailable(f"the dry run did not finish: {exc.cause or exc}") from exc
@@ -193,6 +196,7 @@ async def _dry_run(
         status=state.status,
         reason=state.reason,
         executed_actions=state.executed,
+        captured_dropped=state.captured_dropped,
         captured=[CapturedOut(action_id=c.action_id, type=c.type, detail=c.detail) for c in state.captured],
         variables=state.variables,
     )

@@ -168,3 +168,13 @@ async def test_a_dry_run_without_a_polling_worker_is_a_503_at_once(client, setti
     variables = {"activeflow.id": str(uuid.uuid4())}
     with pytest.raises(Unavailable, match="no worker"):
         await hub_temporal.dry_run(temporal_env.client, nobody, uuid.uuid4(), "", [], variables, [])
+
+
+async def test_an_endless_loop_of_sends_answers_its_first_captures(client):
+    tenant = await make_tenant()
+    loop = [{"id": "say", "type": "conversation_send", "option": {"text": "x" * 5000}, "next_id": "say"}]
+    response = await client.post("/v1.0/flows/test", json={"actions": loop}, headers=tenant.admin.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "failed" and "safety cap" in body["reason"]
+    assert (len(body["captured"]), body["captured_dropped"]) == (100, 900)

@@ -111,7 +111,7 @@ async def test_a_dry_run_validates_like_a_save(client):
     assert agent.status_code == 403
 
 
-async def test_the_cli_dry_runs_a_flow_document(client, tmp_path: Path):
+async def test_the_cli_dry_runs_a_flow_document(client, settings, tmp_path: Path):
     tenant = await make_tenant()
     document = tmp_path / "survey.json"
     document.write_text(json.dumps({"name": "survey", "actions": SURVEY}))
@@ -131,6 +131,28 @@ async def test_the_cli_dry_runs_a_flow_document(client, tmp_path: Path):
     assert done.returncode == 0, done.stdout + done.stderr
     answer = json.loads(done.stdout)
     assert answer["captured"][-1]["detail"]["text"] == "You chose M in blue (timed out: false)"
+    # Without --token: one is minted for the customer's admin from the database.
+    minted = {**env, "HUB_DATABASE_URL": settings.database_url, "HUB_JWT_SECRET": settings.jwt_secret}
+    again = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            *command,
+            "--url",
+            str(client.base_url),
+            "--customer",
+            str(tenant.customer_id),
+        ],
+        cwd=REPO,
+        env=minted,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["executed_actions"] == answer["executed_actions"]
 
 
 def readme_survey() -> dict:

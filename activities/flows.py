@@ -22,7 +22,7 @@ from activities.inputs import (
 )
 from activities.messages import MessageActivities
 from activities.webhook_http import check_url_host, guarded_session
-from hub import activeflows, inbound, metrics, netguard, outbound
+from hub import activeflows, dialogues, inbound, metrics, netguard, outbound
 from hub.actions import flatten
 from hub.conversations import get_conversation
 from hub.db import is_data_error
@@ -172,6 +172,8 @@ class FlowActivities:
             data.current_action_id,
             data.reason,
         )
+        # Out of dialogue: what its waits never took is marked unconsumed and starts nothing.
+        await dialogues.end(uuid.UUID(data.activeflow_id))
         metrics.activeflow_end(data.status)
         activity.logger.info(
             "activeflow %s", data.status, extra={"activeflow_id": data.activeflow_id, "outcome": data.status}

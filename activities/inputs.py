@@ -179,3 +179,20 @@ class InactivitySweepInput:
 @dataclass
 class InactivitySweepResult:
     closed: int = 0
+
+
+@dataclass
+class DialogueEnterInput:
+    activeflow_id: str = ""
+
+
+@dataclass
+class DialogueEnterResult:
+    # The runs of the conversation that were in dialogue until now: the workflow tells them.
+    superseded_workflow_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DialogueConsumedInput:
+    activeflow_id: str = ""
+    message_id: str = ""

@@ -393,6 +393,56 @@ def cmd_flows_apply(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flows_test(settings: Settings, args: argparse.Namespace) -> int:
+    """Dry-runs a flow JSON document on a running hub (POST /v1.0/flows/test): prints the executed
+    path, the captured messages and the final variables. Nothing is stored, nothing is sent."""
+    import httpx
+
+    try:
+        raw = json.loads(Path(args.file).read_text())
+        actions = raw["actions"] if isinstance(raw, dict) else raw
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    body = {
+        "actions": actions,
+        "message": {"text": args.text, "channel": args.channel},
+        "replies": [{"text": text} for text in args.reply],
+    }
+    try:
+        token = args.token or asyncio.run(_with_db(settings, lambda: _admin_token(settings, args.customer)))
+        response = httpx.post(
+            (args.url or settings.resolved_public_url).rstrip("/") + "/v1.0/flows/test",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+    except (HubError, ValueError, httpx.HTTPError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"error: {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json(), indent=1))
+    return 0
+
+
+async def _admin_token(settings: Settings, customer: str | None) -> str:
+    """A token of the customer's first admin, signed with this install's secret."""
+    customer_id = await _customer_for_cli(settings, customer)()
+    rows = await Agent.select(Agent.id, Agent.permission).where(
+        Agent.customer_id == customer_id, Agent.tm_delete.is_null()
+    )
+    admin = next((r for r in rows if r["permission"] & 0x20), None)
+    if admin is None:
+        raise ValueError(f"customer {customer_id} has no admin: pass --token")
+    return issue_token(admin["id"], customer_id, settings.jwt_secret, settings.jwt_ttl_seconds)
+
+
+def cmd_flows(settings: Settings, args: argparse.Namespace) -> int:
+    return (cmd_flows_test if args.flows_command == "test" else cmd_flows_apply)(settings, args)
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from api.simulate import simulate
 
@@ -417,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     apply = flows_sub.add_parser("apply", help="register or update a flow from a JSON file")
     apply.add_argument("file", help='{"name", "detail", "actions": [...]} (an "id" updates that flow)')
     apply.add_argument("--customer", help="customer id (default: the demo customer, or the only one)")
+    dry = flows_sub.add_parser("test", help="dry-run a flow JSON file on a running hub (nothing is sent)")
+    dry.add_argument("file", help='{"actions": [...]} (or the list of actions)')
+    dry.add_argument("--text", default="", help="the text of the triggering message")
+    dry.add_argument("--channel", default="sms", choices=["sms", "line", "email"])
+    dry.add_argument("--reply", action="append", default=[], help="a reply its waits consume (repeatable)")
+    dry.add_argument("--url", default="", help="hub base URL (default: HUB_PUBLIC_URL)")
+    dry.add_argument("--token", default="", help="an admin's token (default: one minted for --customer)")
+    dry.add_argument("--customer", help="customer id (default: the demo customer, or the only one)")
     sim = sub.add_parser("simulate", help="send a signed inbound SMS, LINE event or email to a running hub")
     sim.add_argument("channel", choices=["sms", "line", "email"])
     sim.add_argument("--account", help="account id (default: the demo account of that channel)")
@@ -449,7 +507,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "fakes": cmd_fakes,
     "simulate": cmd_simulate,
-    "flows": cmd_flows_apply,
+    "flows": cmd_flows,
 }
 
 

@@ -24,7 +24,7 @@ from api.app import create_app
 from api.fakes import start_fakes
 from api.smtp_sink import SmtpSink
 from api.supervise import QuietServer, Shutdown, die_with_parent, temporal_ready
-from api.worker import build_worker, recovery_loop
+from api.worker import build_dry_run_worker, build_worker, recovery_loop
 from hub.auth import issue_token
 from hub.settings import Settings
 
@@ -152,7 +152,7 @@ async def run_embedded(settings: Settings, banner) -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s)) as http:
             worker = build_worker(client, settings, http)
             recovery = asyncio.create_task(recovery_loop(client, settings))
-            async with worker:
+            async with worker, build_dry_run_worker(client, settings):
                 banner()
                 await server.serve()
             recovery.cancel()

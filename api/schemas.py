@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -310,3 +310,41 @@ class PayloadsJSON(Struct, kw_only=True, forbid_unknown_fields=True):
     """Temporal `Payloads` in protobuf's JSON mapping: the codec server protocol's body."""
 
     payloads: list[PayloadJSON] = []
+
+
+class DryRunMessage(Struct, kw_only=True, frozen=True):
+    text: Annotated[str, Meta(max_length=5000)] = ""
+    channel: Literal["sms", "line", "email"] = "sms"
+
+
+class DryRunReply(Struct, kw_only=True):
+    text: Annotated[str, Meta(max_length=5000)] = ""
+    channel: Literal["sms", "line", "email", ""] = ""
+    media_urls: Annotated[list[Annotated[str, Meta(max_length=2048)]], Meta(max_length=10)] = []
+
+
+class FlowTest(Struct, kw_only=True):
+    """A dry run: the triggering message, and the replies its waits consume in order (a wait past
+    them times out at once). `actions`: test this unsaved document instead (POST /flows/test)."""
+
+    message: DryRunMessage = DryRunMessage()
+    replies: Annotated[list[DryRunReply], Meta(max_length=100)] = []
+
+
+class FlowDocumentTest(FlowTest, kw_only=True):
+    actions: Annotated[list[ActionIn], Meta(max_length=500)] = []
+
+
+class CapturedOut(Struct, kw_only=True):
+    action_id: str
+    type: Annotated[str, Meta(description="message, http, or the action type (sleep, conversation_close...)")]
+    detail: dict[str, Any]
+
+
+class FlowTestOut(Struct, kw_only=True):
+    status: Annotated[str, Meta(description="ended, failed or stopped")]
+    reason: str = ""
+    executed_actions: list[str]
+    captured: Annotated[list[CapturedOut], Meta(description="the first 100 side effects, in order")]
+    captured_dropped: Annotated[int, Meta(description="side effects beyond the first 100")] = 0
+    variables: dict[str, str]

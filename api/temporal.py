@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributeKey,
@@ -16,10 +20,17 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.codec import data_converter
-from hub import activeflows, metrics
+from hub import activeflows, dialogues, metrics
 from hub.actions import MAX_EXECUTED_ACTIONS
+from hub.errors import Unavailable
 from hub.settings import Settings
-from workflows.activeflow import ActiveflowInput, ActiveflowWorkflow
+from workflows.activeflow import (
+    ActiveflowInput,
+    ActiveflowState,
+    ActiveflowWorkflow,
+    DialogueReply,
+    DryRun,
+)
 from workflows.send import SendInput, SendMessageWorkflow, send_workflow_id
 
 log = logging.getLogger("hub.temporal")
@@ -133,3 +144,83 @@ async def start_send(client: Client, settings: Settings, message: dict[str, Any]
     except WorkflowAlreadyStartedError:
         pass
 
+
+async def deliver_reply(client: Client, delivery: dict[str, Any]) -> bool:
+    """Signals a message routed to a run in dialogue (`reply`) and records that it landed. A run
+    that is over gets nothing (the message stays unconsumed). False when nothing was delivered."""
+    payload = await dialogues.reply_of(delivery)
+    if payload is None or not delivery.get("workflow_id"):
+        await dialogues.mark_undeliverable(delivery["id"])
+        return False
+    try:
+        await client.get_workflow_handle(delivery["workflow_id"]).signal(
+            ActiveflowWorkflow.reply, DialogueReply(**payload)
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        await dialogues.mark_undeliverable(delivery["id"])
+        return False
+    await dialogues.mark_delivered(delivery["id"])
+    return True
+
+
+DRY_RUN_TIMEOUT = timedelta(seconds=15)
+
+
+def dry_run_task_queue(settings: Settings) -> str:
+    """Dry runs have a task queue of their own, whose worker registers the activeflow workflow and
+    no activity at all: a dry run cannot reach a database, a provider or a URL, whatever an
+    action does (one that forgot the capture switch fails to schedule its activity)."""
+    return f"{settings.temporal_task_queue}-dry-run"
+
+
+async def has_workflow_pollers(client: Client, task_queue: str) -> bool:
+    """Whether a worker polled the task queue for workflow tasks recently."""
+    answer = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return bool(answer.pollers)
+
+
+async def dry_run(
+    client: Client,
+    settings: Settings,
+    customer_id: Any,
+    flow_id: str,
+    actions: list[dict[str, Any]],
+    variables: dict[str, str],
+    replies: list[DialogueReply],
+) -> ActiveflowState:
+    """Runs a flow as a sandboxed activeflow (`dryrun-<id>`) on the worker, to its end, and
+    answers its final state (path, captured side effects, variables). Nothing is stored."""
+    run_id = variables["activeflow.id"]
+    workflow_id = f"dryrun-{run_id}"
+    if not await has_workflow_pollers(client, dry_run_task_queue(settings)):
+        # Started anyway, the dry run would only time out: say so now.
+        raise Unavailable("no worker is polling the flow engine's task queue; retry the dry run")
+    await client.execute_workflow(
+        ActiveflowWorkflow.run,
+        ActiveflowInput(
+            activeflow_id=run_id,
+            max_actions=MAX_EXECUTED_ACTIONS,
+            send=send_input(settings),
+            customer_id=str(customer_id),
+            flow_id=flow_id,
+            actions=actions,
+            variables=variables,
+            dry_run=DryRun(replies=replies),
+        ),
+        id=workflow_id,
+        task_queue=dry_run_task_queue(settings),
+        execution_timeout=DRY_RUN_TIMEOUT,
+        search_attributes=attributes(customer_id=customer_id, flow_id=flow_id),
+        memo={"dry_run": True},
+    )
+    return await client.get_workflow_handle(workflow_id).query(
+        ActiveflowWorkflow.current, result_type=ActiveflowState
+    )

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.dialogues import DialogueActivities
 from activities.flows import FlowActivities
 from activities.handoff import HandoffActivities
 from activities.lifecycle import LifecycleActivities
@@ -21,7 +22,7 @@ from activities.webhooks import WebhookActivities
 from api import temporal
 from api.dispatch import ensure_dispatchers
 from api.metrics import start_worker_metrics
-from hub import activeflows, db, outbound
+from hub import activeflows, db, dialogues, outbound
 from hub.settings import Settings
 from workflows.activeflow import ActiveflowWorkflow
 from workflows.inactivity import InactivitySweepWorkflow
@@ -59,6 +60,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
     )
     lifecycle = LifecycleActivities()
     handoff = HandoffActivities()
+    dialogue = DialogueActivities()
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -79,7 +81,21 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             handoff.unassign,
             handoff.tag,
             handoff.prepare_sub_flow,
+            dialogue.enter,
+            dialogue.consumed,
         ],
+    )
+
+
+def build_dry_run_worker(client: Client, settings: Settings) -> Worker:
+    """The dry runs' worker (api.temporal.dry_run_task_queue): the activeflow workflow only, no
+    activities, so a dry run has no way to any I/O."""
+    return Worker(
+        client,
+        task_queue=temporal.dry_run_task_queue(settings),
+        workflows=[ActiveflowWorkflow],
+        activities=[],
+        workflow_runner=workflow_runner(),
     )
 
 
@@ -114,11 +130,28 @@ async def recover_activeflows(client: Client, settings: Settings, older_than_s: 
     return started
 
 
+async def recover_dialogue_replies(client: Client, settings: Settings, older_than_s: float) -> int:
+    """Signals every message routed to a run in dialogue whose signal was never confirmed (a crash
+    or Temporal outage between the inbound commit and the signal). The run ignores a message id
+    it has, so a signal that did land before the crash delivers nothing twice."""
+    delivered = 0
+    for row in await dialogues.undelivered(older_than_s):
+        try:
+            if row["run_status"] != "running":
+                await dialogues.mark_undeliverable(row["id"])  # the run ended: unconsumed
+            elif await temporal.deliver_reply(client, row):
+                delivered += 1
+        except Exception:
+            log.exception("recovery could not deliver dialogue message %s", row["message_id"])
+    return delivered
+
+
 async def recovery_round(client: Client, settings: Settings) -> None:
     """One round of every recovery, each independent of the others' failures."""
     parts = [
         ("activeflow", lambda: recover_activeflows(client, settings, settings.recovery_interval_s)),
         ("send", lambda: recover_sends(client, settings, settings.recovery_interval_s)),
+        ("dialogue", lambda: recover_dialogue_replies(client, settings, settings.recovery_interval_s)),
         ("dispatcher", lambda: ensure_dispatchers(client, settings)),
     ]
     for name, part in parts:
@@ -149,7 +182,8 @@ async def run_worker(settings: Settings) -> None:
             settings.resolved_temporal_address,
         )
         try:
-            await worker.run()
+            async with build_dry_run_worker(client, settings):
+                await worker.run()
         finally:
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -113,6 +113,12 @@ class FlowStartOption(Struct, forbid_unknown_fields=True):
     flow_id: UUID
     # Extra variables of the sub-flow's run (`${name}` substituted from this run's variables).
     variables: Annotated[dict[VariableName, Annotated[str, Meta(max_length=5000)]], Meta(max_length=100)] = {}
+class WaitForReplyOption(Struct, forbid_unknown_fields=True):
+    """Waits for the next inbound message of the run's conversation (hub/dialogues.py):
+    `<into>.text`, `.id`, `.channel`, `.medias.<n>.url`, `.timeout` ("true"/"false"/"superseded")."""
+
+    timeout_ms: Annotated[int, Meta(ge=1, le=30 * 24 * 3600 * 1000)]
+    into: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")] = "reply"
 
 
 OPTION_TYPES: dict[str, type[Struct]] = {
@@ -131,6 +137,7 @@ OPTION_TYPES: dict[str, type[Struct]] = {
     "conversation_unassign": ConversationUnassignOption,
     "conversation_tag": ConversationTagOption,
     "flow_start": FlowStartOption,
+    "wait_for_reply": WaitForReplyOption,
 }
 ACTION_TYPES = tuple(OPTION_TYPES)
 

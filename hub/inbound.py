@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from hub import activeflows, events, participants
+from hub import activeflows, dialogues, events, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_target, normalize_tel
 from hub.channels import InboundMessage  # noqa: F401 - the channels build it; importable from here
@@ -28,6 +28,8 @@ class InboundResult:
     duplicate: bool
     # The run this message triggered whose workflow is not confirmed started yet (None if none).
     activeflow: dict[str, Any] | None = None
+    # The message went to a run in dialogue instead: its dialogue_messages row, to signal.
+    dialogue: dict[str, Any] | None = None
 
 
 class _Duplicate(Exception):
@@ -99,11 +101,19 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
             conversation = await record_last_message(conversation, message)
             room.conversation = conversation
             await events.emit(*await _room_events(room), *_message_events(conversation, message))
-            activeflow = await activeflows.create_for_message(account, conversation, message)
+            # A run in dialogue takes the message (hub/dialogues.py); otherwise it may start one.
+            routing = await dialogues.route_inbound(account, conversation, message)
     except _Duplicate:
         existing = await _existing(account["id"], inbound.provider_message_id)
         return await _result_for_duplicate(existing)
-    return InboundResult(conversation, message, room.created, duplicate=False, activeflow=activeflow)
+    return InboundResult(
+        conversation,
+        message,
+        room.created,
+        duplicate=False,
+        activeflow=routing.activeflow,
+        dialogue=routing.delivery,
+    )
 
 
 async def _room_events(room: participants.Room) -> list:

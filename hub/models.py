@@ -223,6 +223,13 @@ class FlowVersionOut(msgspec.Struct, kw_only=True):
 
 def flow_version_out(row: dict[str, Any]) -> FlowVersionOut:
     return msgspec.convert(row, FlowVersionOut, strict=False)
+class DialogueMessageOut(msgspec.Struct, kw_only=True):
+    """An inbound message routed to a run in dialogue: `routed` (no wait took it yet), `consumed`
+    or `unconsumed` (the run ended first)."""
+
+    message_id: UUID
+    position: int
+    state: str
 
 
 class ActiveflowOut(msgspec.Struct, kw_only=True):
@@ -246,6 +253,11 @@ class ActiveflowOut(msgspec.Struct, kw_only=True):
     tm_end: datetime | None = None
     # The activeflow whose `flow_start` started this run (a sub-flow), null otherwise.
     parent_id: UUID | None = None
+    # Dialogue (wait_for_reply): whether the run takes its conversation's messages, whether it is
+    # waiting now (a running run only), and its inbox in commit order (GET of one run only).
+    in_dialogue: bool = False
+    waiting: bool = False
+    inbox: list[DialogueMessageOut] = []
 
 
 def flow_out(row: dict[str, Any]) -> FlowOut:

@@ -258,6 +258,27 @@ class Activeflow(Table, tablename="activeflows"):
     tm_end = Timestamptz(null=True, default=None)
     # The run whose `flow_start` started this one (a sub-flow); NULL for a run a message started.
     parent_id = UUID(null=True, default=None)
+    # From its first wait_for_reply until it ends (or another run supersedes it), the run takes
+    # its conversation's inbound messages (hub/dialogues.py). At most one per conversation.
+    in_dialogue = Boolean(default=False)
+
+
+class DialogueMessage(Table, tablename="dialogue_messages"):
+    """An inbound message routed to a run in dialogue (its inbox), recorded in the inbound
+    transaction. `position` is 1, 2, 3... per run in commit order; `delivered` once the signal to
+    the workflow was confirmed (recovery re-signals the others)."""
+
+    id = UUID(primary_key=True)
+    customer_id = Reference()
+    activeflow_id = Reference()
+    conversation_id = Reference()
+    message_id = Reference()
+    position = Integer()
+    # routed (waiting for a wait), consumed (a wait took it), unconsumed (the run ended first).
+    state = Varchar(length=16, default="routed")
+    delivered = Boolean(default=False)
+    tm_create = Timestamptz(default=TimestamptzNow())
+    tm_update = Timestamptz(default=TimestamptzNow())
 
 
 class Event(Table, tablename="events"):
@@ -351,6 +372,7 @@ TABLES: list[type[Table]] = [
     Flow,
     FlowVersion,
     Activeflow,
+    DialogueMessage,
     WebhookDelivery,
     EmailMessage,
     StoredMedia,

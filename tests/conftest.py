@@ -17,7 +17,7 @@ from api import temporal
 from api.dispatch import ensure_dispatchers
 from api.embedded import temporal_binary
 from api.fakes import start_fakes
-from api.worker import build_worker
+from api.worker import build_dry_run_worker, build_worker
 from hub import db
 from hub.settings import Settings
 
@@ -116,7 +116,8 @@ async def worker(settings: Settings, temporal_env, pg_engine):
     """The hub's workflows and activities, polling the test task queue in this process."""
     async with httpx.AsyncClient(timeout=settings.provider_timeout_s) as http:
         async with build_worker(temporal_env.client, settings, http) as running:
-            yield running
+            async with build_dry_run_worker(temporal_env.client, settings):
+                yield running
 
 
 @pytest.fixture(scope="session")

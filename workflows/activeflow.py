@@ -16,6 +16,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from activities.inputs import (
+    DialogueConsumedInput,
+    DialogueEnterInput,
+    DialogueEnterResult,
     FailInput,
     FlowCloseInput,
     FlowConversationInput,
@@ -33,7 +36,30 @@ from activities.inputs import (
 from workflows.send import SendInput
 
 with workflow.unsafe.imports_passed_through():
+    import msgspec
+
     from hub import actions as flow_actions
+
+
+@dataclass
+class DialogueReply:
+    """An inbound message routed to the run (signal `reply`): `position` is its place in the
+    run's inbox (1, 2, 3... in commit order), so waits consume in that order whatever order the
+    signals arrive in."""
+
+    message_id: str = ""
+    position: int = 0
+    text: str = ""
+    channel: str = ""
+    media_urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DryRun:
+    """A sandboxed run (POST /flows/{id}/test): every side effect is captured, not done; waits
+    consume `replies` in order, then time out at once; no row is read or written."""
+
+    replies: list[DialogueReply] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +83,8 @@ class ActiveflowInput:
     # that its result is an ActiveflowOutcome (a run a message started answers its status).
     depth: int = 0
     sub_flow: bool = False
+    # Set: a dry run (the plan comes in the fields above, as for runs from before flow versions).
+    dry_run: DryRun | None = None
 
 
 @dataclass
@@ -68,11 +96,30 @@ class ActiveflowOutcome:
 
 
 @dataclass
+class CapturedEffect:
+    """What a dry run's action would have done (a message, an HTTP call, a close...)."""
+
+    action_id: str = ""
+    type: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ActiveflowState:
     status: str = "running"
     current_action_id: str = ""
     executed: list[str] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    # Dialogue: in it (since the first wait_for_reply, until superseded), waiting now, and the
+    # inbox's message ids by what became of them.
+    in_dialogue: bool = False
+    waiting: bool = False
+    consumed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    # Dry runs only: the side effects captured, and why the run ended as it did.
+    captured: list[CapturedEffect] = field(default_factory=list)
+    captured_dropped: int = 0  # beyond MAX_CAPTURED (a loop), counted only
+    reason: str = ""
 
 
 # Short database writes and provider sends run as local activities: no task-queue round trip
@@ -88,6 +135,8 @@ LOAD_RETRY = RetryPolicy(
 STOP = object()
 # activeflows.workflow_id is a VARCHAR(128).
 MAX_WORKFLOW_ID = 128
+# A dry run's answer keeps the first side effects (an endless loop of sends stays answerable).
+MAX_CAPTURED = 100
 # A local activity's failure arrives as the activity's own error (or its timeout), an activity's
 # wrapped in an ActivityError: a run handles them the same way.
 ACTIVITY_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
@@ -104,10 +153,28 @@ class ActiveflowWorkflow:
         self.stop_requested = False
         self.data = ActiveflowInput()
         self.plan = FlowPlan()
+        # Dialogue inbox: routed messages by position, what was seen (a redelivery is ignored).
+        self.inbox: dict[int, DialogueReply] = {}
+        self.seen: set[str] = set()
+        self.next_position = 1
+        self.superseded = False
 
     @workflow.signal
     def stop(self) -> None:
         self.stop_requested = True
+
+    @workflow.signal
+    def reply(self, message: DialogueReply) -> None:
+        if message.message_id in self.seen or message.position < self.next_position:
+            return
+        self.seen.add(message.message_id)
+        self.inbox[message.position] = message
+        self.state.pending.append(message.message_id)
+
+    @workflow.signal
+    def supersede(self) -> None:
+        """Another run of the conversation entered a wait: this one's dialogue is over."""
+        self.superseded = True
 
     @workflow.query
     def current(self) -> ActiveflowState:
@@ -126,6 +193,9 @@ class ActiveflowWorkflow:
         else:
             state.variables = dict(self.plan.variables)
             reason = await self.interpret(steps)
+        if data.dry_run is not None:
+            state.reason = reason
+            return state.status  # nothing stored: the caller queries `current`
         await workflow.execute_local_activity(
             "flow_finish",
             FlowFinishInput(
@@ -247,6 +317,10 @@ class ActiveflowWorkflow:
                 if done < option.loop_count:
                     goto_jumps[step.id] = done + 1
                     return option.target_id
+            case flow_actions.SleepOption() as option if self.captured(
+                step.type, {"duration_ms": option.duration_ms}
+            ):
+                pass  # a dry run does not wait
             case flow_actions.SleepOption() as option:
                 try:
                     await workflow.wait_condition(
@@ -256,6 +330,12 @@ class ActiveflowWorkflow:
                     pass
             case flow_actions.StopOption():
                 return STOP
+            case flow_actions.WaitForReplyOption() as option:
+                await self.wait_for_reply(option)
+            case flow_actions.ConversationCloseOption() as option if self.captured(
+                step.type, {"reason": flow_actions.substitute(option.reason, variables)}
+            ):
+                variables["conversation.status"] = "closed"
             case flow_actions.ConversationCloseOption() as option:
                 await workflow.execute_activity(
                     "flow_close_conversation",
@@ -273,13 +353,44 @@ class ActiveflowWorkflow:
                 flow_actions.ConversationAssignOption()
                 | flow_actions.ConversationUnassignOption()
                 | flow_actions.ConversationTagOption()
+            ) as option if self.captured(step.type, msgspec.to_builtins(option)):
+                self.pretend_handoff(option)
+            case (
+                flow_actions.ConversationAssignOption()
+                | flow_actions.ConversationUnassignOption()
+                | flow_actions.ConversationTagOption()
             ):
                 await self.handoff(step.option)
+            case flow_actions.FlowStartOption() as option if self.captured(
+                step.type,
+                {
+                    "flow_id": str(option.flow_id),
+                    "variables": {k: flow_actions.substitute(v, variables) for k, v in option.variables.items()},  # noqa: E501
+                },
+            ):
+                # A dry run does not run the sub-flow (it would need its own plan): it is captured.
+                variables[f"{step.id}.activeflow.status"] = "captured"
             case flow_actions.FlowStartOption() as option:
                 await self.start_sub_flow(step, option)
         return None
 
     # --- handoff and sub-flow actions (issue 11) ---------------------------------------------
+
+    def pretend_handoff(self, option: Any) -> None:
+        """A dry run's handoff: the variables the real action would leave (tags from those the
+        run already knows, as the conversation is not read)."""
+        variables = self.state.variables
+        match option:
+            case flow_actions.ConversationAssignOption(agent_id=agent_id):
+                variables["conversation.owner_id"] = str(agent_id)
+            case flow_actions.ConversationUnassignOption():
+                variables["conversation.owner_id"] = str(uuid.UUID(int=0))
+            case _:
+                known = [t for t in variables.get("conversation.tags", "").split(",") if t]
+                removed = {t.lower() for t in option.remove}
+                tags = [t for t in known if t not in removed]
+                tags += [t.lower() for t in option.add if t.lower() not in tags and t.lower() not in removed]
+                variables["conversation.tags"] = ",".join(tags)
 
     async def handoff(self, option: Any) -> None:
         """conversation_assign / _unassign / _tag: one activity each, the API's operation."""
@@ -372,16 +483,102 @@ class ActiveflowWorkflow:
         return TypedSearchAttributes(
             [*inherited, SearchAttributePair(SearchAttributeKey.for_keyword("FlowId"), flow_id)]
         )
+    def captured(self, kind: str, detail: dict[str, Any]) -> bool:
+        """THE dry-run switch: in a dry run, records what the current action would do (`kind`:
+        message, http, or the action's type) and says True, so the caller skips the side effect;
+        in a real run, False. Every side-effecting action asks it before its activity."""
+        if self.data.dry_run is None:
+            return False
+        if len(self.state.captured) < MAX_CAPTURED:
+            effect = CapturedEffect(action_id=self.state.current_action_id, type=kind, detail=detail)
+            self.state.captured.append(effect)
+        else:
+            self.state.captured_dropped += 1
+        return True
+
+    async def wait_for_reply(self, option: flow_actions.WaitForReplyOption) -> None:
+        """Waits for the next message of the run's inbox: the oldest unconsumed one, in commit
+        order. `<into>.timeout` is "true", "false" or "superseded" (another run took the dialogue)."""
+        into, variables, state = option.into, self.state.variables, self.state
+        reply: DialogueReply | None = None
+        outcome = "true"
+        if self.data.dry_run is not None:
+            replies = self.data.dry_run.replies
+            if self.next_position <= len(replies):
+                reply = replies[self.next_position - 1]
+                reply.message_id = reply.message_id or f"dry-run-reply-{self.next_position}"
+                self.next_position += 1
+        else:
+            entered = await workflow.execute_local_activity(
+                "flow_dialogue_enter",
+                DialogueEnterInput(activeflow_id=self.data.activeflow_id),
+                result_type=DialogueEnterResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+            for workflow_id in entered.superseded_workflow_ids:
+                # A run just over does not take the signal: nothing to tell it.
+                try:
+                    await workflow.get_external_workflow_handle(workflow_id).signal("supersede")
+                except Exception:  # noqa: BLE001 - whatever the failure, the new dialogue goes on
+                    workflow.logger.info("run %s not told it was superseded", workflow_id)
+            self.superseded = False
+            state.in_dialogue = True
+            state.waiting = True
+            workflow.set_current_details(f"waiting for a reply ({into}), action {state.current_action_id}")
+            try:
+                await workflow.wait_condition(
+                    lambda: self.next_position in self.inbox or self.superseded or self.stop_requested,
+                    timeout=timedelta(milliseconds=option.timeout_ms),
+                )
+            except TimeoutError:
+                pass
+            state.waiting = False
+            if self.next_position in self.inbox:
+                reply = self.inbox.pop(self.next_position)
+                self.next_position += 1
+                state.pending.remove(reply.message_id)
+                state.consumed.append(reply.message_id)
+                await workflow.execute_local_activity(
+                    "flow_dialogue_consumed",
+                    DialogueConsumedInput(activeflow_id=self.data.activeflow_id, message_id=reply.message_id),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=DB_RETRY,
+                )
+            elif self.superseded:
+                outcome = "superseded"
+                state.in_dialogue = False
+        for key in [k for k in variables if k.startswith(f"{into}.medias.")]:
+            del variables[key]
+        if reply is None:
+            variables.update({f"{into}.text": "", f"{into}.id": "", f"{into}.channel": ""})
+        else:
+            outcome = "false"
+            variables[f"{into}.text"] = reply.text
+            variables[f"{into}.id"] = reply.message_id
+            variables[f"{into}.channel"] = reply.channel or variables.get("message.channel", "")
+            for i, url in enumerate(reply.media_urls):
+                variables[f"{into}.medias.{i}.url"] = url
+        variables[f"{into}.timeout"] = outcome
 
     async def send(self, request: FlowSendInput) -> FlowSendResult:
         """Stores and delivers one message; the flow goes on once the provider took it (or gave up)."""
         data = self.data
+        request.text = flow_actions.substitute(request.text, self.state.variables)
+        if data.dry_run is not None:
+            detail = {
+                "text": request.text,
+                "account_id": request.account_id,
+                "destination": request.destination,
+                "subject": request.subject,
+            }
+            self.captured("message", {k: v for k, v in detail.items() if v})
+            return FlowSendResult(status="captured", conversation_id=request.conversation_id)
         request.activeflow_id = data.activeflow_id
         request.customer_id = self.plan.customer_id
         request.step = len(self.state.executed)
         # Deterministic, so the id survives replays and activity retries alike.
         request.message_id = str(uuid.uuid5(uuid.UUID(data.activeflow_id), str(request.step)))
-        request.text = flow_actions.substitute(request.text, self.state.variables)
         retry = RetryPolicy(
             initial_interval=timedelta(seconds=data.send.initial_retry_s),
             backoff_coefficient=2.0,
@@ -412,6 +609,9 @@ class ActiveflowWorkflow:
             return FlowSendResult(message_id=request.message_id, status="failed")
 
     async def http(self, request: FlowHttpInput, timeout_ms: int) -> FlowHttpResult:
+        if self.data.dry_run is not None:
+            self.captured("http", {"method": request.method, "url": request.url, "body": request.body})
+            return FlowHttpResult(status_code=0)
         return await workflow.execute_activity(
             "flow_http",
             request,

@@ -1,6 +1,7 @@
 """/v1.0/flows (admin/manager write, every agent reads) and /v1.0/activeflows (runs of flows)."""
 
 import logging
+import uuid
 from datetime import timedelta
 from typing import Annotated, Literal
 from uuid import UUID
@@ -8,17 +9,28 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
-from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import temporal
 from api.deps import Caller
 from api.params import PageSize, PageToken
-from api.schemas import ActiveflowPage, FlowCreate, FlowPage, FlowUpdate, FlowVersionPage, given
-from hub import activeflows, flows
-from hub.errors import Unavailable
-from hub.models import ActiveflowOut, FlowOut, activeflow_out, flow_out, flow_version_out
-from workflows.activeflow import ActiveflowState
+from api.schemas import (
+    ActiveflowPage,
+    CapturedOut,
+    FlowCreate,
+    FlowDocumentTest,
+    FlowPage,
+    FlowTest,
+    FlowTestOut,
+    FlowUpdate,
+    FlowVersionPage,
+    given,
+)
+from hub import activeflows, dialogues, dryrun, flows
+from hub.errors import BadRequest, Unavailable
+from hub.models import ActiveflowOut, DialogueMessageOut, FlowOut, activeflow_out, flow_out, flow_version_out
+from workflows.activeflow import ActiveflowState, DialogueReply
 
 log = logging.getLogger("hub.api")
 
@@ -74,6 +86,39 @@ class FlowController(Controller):
         rules = flows.FlowRules.of(request.app.state.settings)
         return flow_out(await flows.update_flow(caller.customer_id, flow_id, given(data), rules))
 
+    @post(
+        "/{flow_id:str}/test",
+        status_code=200,
+        summary="Dry run of a stored flow: sends captured, waits take the given replies",
+        description="Runs the flow's current version in a sandboxed activeflow: the same interpreter "
+        "and validation, but messages, HTTP calls and conversation changes are captured instead of "
+        "done, waits consume `replies` in order (then time out at once), sleeps do not wait. Answers "
+        "the executed path, the captured side effects and the final variables; nothing is stored.",
+    )
+    async def test_flow(
+        self,
+        request: Request,
+        caller: NamedDependency[Caller],
+        flow_id: FromPath[UUID],
+        data: JSONBody[FlowTest],
+    ) -> FlowTestOut:
+        caller.require_admin_or_manager()
+        flow, actions = await dryrun.stored_plan(caller.customer_id, flow_id)
+        return await _dry_run(request, caller, str(flow["id"]), actions, data)
+
+    @post(
+        "/test",
+        status_code=200,
+        summary="Dry run of an unsaved flow document (`actions`), validated as a save would be",
+    )
+    async def test_document(
+        self, request: Request, caller: NamedDependency[Caller], data: JSONBody[FlowDocumentTest]
+    ) -> FlowTestOut:
+        caller.require_admin_or_manager()
+        rules = flows.FlowRules.of(request.app.state.settings)
+        actions = await dryrun.document_plan(caller.customer_id, data.actions, rules)
+        return await _dry_run(request, caller, "", actions, data)
+
     @delete("/{flow_id:str}", status_code=200)
     async def delete_flow(self, caller: NamedDependency[Caller], flow_id: FromPath[UUID]) -> FlowOut:
         caller.require_admin_or_manager()
@@ -107,6 +152,7 @@ class ActiveflowController(Controller):
     ) -> ActiveflowOut:
         row = await activeflows.get_activeflow(caller.customer_id, activeflow_id)
         out = activeflow_out(row)
+        out.inbox = [DialogueMessageOut(**r) for r in await dialogues.inbox(activeflow_id)]
         if row["status"] == "running" and row["started"]:
             await _live_state(request, out)
         return out
@@ -129,6 +175,45 @@ class ActiveflowController(Controller):
         return activeflow_out(await activeflows.mark_stopped(caller.customer_id, activeflow_id))
 
 
+async def _dry_run(
+    request: Request, caller: Caller, flow_id: str, actions: list, data: FlowTest
+) -> FlowTestOut:
+    run_id = uuid.uuid4()
+    variables = dryrun.variables(flow_id, run_id, data.message.text, data.message.channel)
+    replies = [
+        DialogueReply(position=i + 1, text=r.text, channel=r.channel, media_urls=list(r.media_urls))
+        for i, r in enumerate(data.replies)
+    ]
+    try:
+        state = await temporal.dry_run(
+            request.app.state.temporal,
+            request.app.state.settings,
+            caller.customer_id,
+            flow_id,
+            actions,
+            variables,
+            replies,
+        )
+    except WorkflowQueryFailedError as exc:
+        # The run's final state is larger than Temporal carries (variables grown without bound).
+        raise BadRequest(f"the dry run's result cannot be answered: {exc}") from exc
+    except WorkflowFailureError as exc:
+        # Its execution timeout: a worker took it, then did not finish it in time.
+        raise Unavailable(f"the dry run did not finish: {exc.cause or exc}") from exc
+    except Exception as exc:
+        if isinstance(exc, RuntimeError | RPCError) and temporal.is_unavailable(exc):
+            raise Unavailable("the flow engine is unavailable; retry the dry run") from exc
+        raise
+    return FlowTestOut(
+        status=state.status,
+        reason=state.reason,
+        executed_actions=state.executed,
+        captured_dropped=state.captured_dropped,
+        captured=[CapturedOut(action_id=c.action_id, type=c.type, detail=c.detail) for c in state.captured],
+        variables=state.variables,
+    )
+
+
 async def _live_state(request: Request, out: ActiveflowOut) -> None:
     """A running flow's progress lives in its workflow; ask it (the table has the final state)."""
 
@@ -144,3 +229,4 @@ async def _live_state(request: Request, out: ActiveflowOut) -> None:
     out.current_action_id = state.current_action_id
     out.executed_actions = state.executed
     out.variables = state.variables
+    out.waiting = state.waiting

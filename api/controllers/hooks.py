@@ -32,6 +32,8 @@ async def start_flow(request: Request, result: inbound.InboundResult) -> None:
     """Starts the activeflow the message triggered. If Temporal cannot take it now, answer 503:
     the message is stored, and the provider's retry (a duplicate) tries the start again; the
     worker's recovery starts it in any case."""
+    if result.dialogue is not None:
+        await deliver_reply(request, result)
     if result.activeflow is None:
         return
     try:
@@ -43,6 +45,19 @@ async def start_flow(request: Request, result: inbound.InboundResult) -> None:
             raise  # a bug, not an outage: a 500 with its traceback (database outages answer 503 there)
         log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc, exc_info=exc)
         raise Unavailable("the flow engine is unavailable; retry") from exc
+
+
+async def deliver_reply(request: Request, result: inbound.InboundResult) -> None:
+    """The message went to a run in dialogue: signal it now. It is stored and routed, so if
+    Temporal cannot take the signal the worker's recovery delivers it (no 503)."""
+    try:
+        await temporal.deliver_reply(request.app.state.temporal, result.dialogue)
+    except Exception as exc:
+        # Committed already: whatever went wrong, recovery re-signals it (a bug is logged loudly).
+        if temporal.is_unavailable(exc):
+            log.warning("dialogue message %s not delivered now: %s", result.message["id"], exc)
+        else:
+            log.exception("dialogue message %s not delivered", result.message["id"])
 
 
 def count_inbound(channel: str, result: inbound.InboundResult) -> None:

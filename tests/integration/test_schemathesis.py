@@ -29,6 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api import temporal as hub_temporal
+from api.worker import build_dry_run_worker
 from hub import db, dispatch
 from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import Tenant, fresh_pg_database, make_tenant, open_conversation, serving
@@ -195,7 +197,9 @@ async def test_schemathesis_finds_no_failure(settings, pg_engine, tmp_path):
             temporal_codec_key="k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         )
         tokens = {"admin": tenant.admin.token, "agent": tenant.agent.token}
-        async with serving(isolated, restore_engine=pg_engine) as base_url:
+        # Dry runs run for real: their worker has no activities, so nothing generated is acted upon.
+        dry_runs = build_dry_run_worker(await hub_temporal.connect(isolated), isolated)
+        async with serving(isolated, restore_engine=pg_engine) as base_url, dry_runs:
             async with httpx.AsyncClient(base_url=base_url) as http:
                 schema = (await http.get("/schema/openapi.json")).json()
                 config = tmp_path / "schemathesis.toml"

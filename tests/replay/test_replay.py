@@ -123,3 +123,74 @@ async def test_fresh_histories_replay(client, temporal_env, fake_sms):
     if os.environ.get("HUB_RECORD_HISTORIES") == "1":
         for name, history in histories.items():
             (HISTORIES / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+
+
+# --- dialogues (wait_for_reply) and dry runs ----------------------------------------------------
+
+DIALOGUE_FLOW = [
+    {"id": "ask", "type": "conversation_send", "option": {"text": "Yes or no?"}},
+    {"id": "answer", "type": "wait_for_reply", "option": {"timeout_ms": 60_000, "into": "answer"}},
+    {"id": "said", "type": "conversation_send", "option": {"text": "you said ${answer.text}"}},
+    {"id": "again", "type": "wait_for_reply", "option": {"timeout_ms": 200, "into": "again"}},
+    {"id": "end", "type": "conversation_send", "option": {"text": "timeout: ${again.timeout}"}},
+]
+DIALOGUE_HISTORIES = ("activeflow_dialogue_answered_then_timeout", "activeflow_dry_run")
+
+
+def test_dialogue_histories_are_recorded():
+    assert set(DIALOGUE_HISTORIES) <= {p.stem for p in stored_histories()}
+
+
+@pytest.mark.usefixtures("worker")
+async def test_fresh_dialogue_histories_replay(client, temporal_env):
+    """A run that waits, is answered (the reply signal), then times out; and a dry run."""
+    tenant = await make_tenant()
+    flow = await client.post(
+        "/v1.0/flows", json={"name": "dialogue", "actions": DIALOGUE_FLOW}, headers=tenant.admin.headers
+    )
+    await client.put(
+        f"/v1.0/accounts/{tenant.account['id']}",
+        json={"message_flow_id": flow.json()["id"]},
+        headers=tenant.admin.headers,
+    )
+
+    async def send(text):
+        path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, sms_params(body=text))
+        assert (await client.post(path, content=body, headers=headers)).status_code == 200
+
+    await send("start")
+
+    async def in_dialogue():
+        row = await Activeflow.select().where(Activeflow.customer_id == tenant.customer_id).first()
+        return row if row and row["in_dialogue"] else None
+
+    run = await wait_for(in_dialogue)
+    await send("yes")
+
+    async def finished():
+        row = await Activeflow.select().where(Activeflow.id == run["id"]).first()
+        return row if row["status"] != "running" else None
+
+    done = await wait_for(finished)
+    assert done["status"] == "ended"
+    histories = {
+        DIALOGUE_HISTORIES[0]: await temporal_env.client.get_workflow_handle(
+            run["workflow_id"]
+        ).fetch_history()
+    }
+    dry = await client.post(
+        f"/v1.0/flows/{flow.json()['id']}/test",
+        json={"message": {"text": "start"}, "replies": [{"text": "no"}]},
+        headers=tenant.admin.headers,
+    )
+    assert dry.status_code == 200, dry.text
+    dry_id = dry.json()["variables"]["activeflow.id"]
+    histories[DIALOGUE_HISTORIES[1]] = await temporal_env.client.get_workflow_handle(
+        f"dryrun-{dry_id}"
+    ).fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS)
+    for history in histories.values():
+        await replayer.replay_workflow(history)
+    if os.environ.get("HUB_RECORD_HISTORIES") == "1":
+        for name, history in histories.items():
+            (HISTORIES / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))

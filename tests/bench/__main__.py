@@ -67,7 +67,8 @@ SELF_NUMBER = "+15550009999"
 
 
 def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
+    print(f"[bench {time.strftime('%H:%M:%S')} load {load:.1f}] {message}", file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -4,6 +4,7 @@ speed belongs to the bench, not to tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -64,3 +65,35 @@ def test_bench_runs_with_tiny_numbers_and_prints_every_field():
     assert all(isinstance(t["met"], bool) for t in result["targets"].values())
     assert len(result["targets"]) == 5
     assert "[bench" in answer.stderr
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the bench installs it)")
+async def test_wrk_replay_sends_every_request_exactly_once():
+    """wrk calls thread 0's request() once before the run to check it: the replay must not lose
+    that request, nor send any twice, and counts only the real ones."""
+    from tests.bench.wrk import ensure_wrk, replay
+    from tests.webhook_receiver import Receiver
+
+    seen: list[str] = []
+
+    class Counting(Receiver):
+        async def _app(self, scope, receive, send):
+            while (await receive()).get("more_body"):
+                pass
+            seen.append(scope["path"])
+            status = 404 if "filler" in scope["path"] else (500 if scope["path"] == "/r/7" else 200)
+            await self._answer(send, status)
+
+    server = await Counting().start()
+    try:
+        requests = [("POST", f"/r/{i}", "c2ln+/=", b"a=1&b=%2B2") for i in range(300)]
+        # A lost request would keep its thread running: wrk then ends at -d and replay raises.
+        run = await asyncio.to_thread(
+            replay, ensure_wrk(), f"http://127.0.0.1:{server.port}", requests, 2, 8, within_s=20
+        )
+    finally:
+        await server.stop()
+    real = [p for p in seen if "filler" not in p]
+    assert sorted(real) == sorted(f"/r/{i}" for i in range(300))
+    assert (run.ok, run.bad) == (299, 1)
+    assert run.seconds > 0

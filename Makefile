@@ -25,6 +25,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .hub .pytest_cache
 
-## Throughput and latency figures as one JSON object (PostgreSQL on 127.0.0.1:5432).
+## Throughput and latency figures as one JSON object (PostgreSQL on 127.0.0.1:5432; load from wrk,
+## installed with apt-get when missing). docs/benchmarks.md describes the fields and the knobs.
 bench: $(STAMP)
 	$(VENV)/bin/python -m tests.bench

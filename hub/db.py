@@ -99,14 +99,15 @@ async def migrate(engine: Engine, quiet: bool = True) -> None:
 
 
 @contextlib.asynccontextmanager
-async def transaction(engine: Engine) -> AsyncIterator[None]:
-    """A write transaction; SQLite takes the write lock up front to avoid upgrade deadlocks."""
+async def transaction(engine: Engine) -> AsyncIterator[object]:
+    """A write transaction (yields Piccolo's transaction); SQLite takes the write lock up front to
+    avoid upgrade deadlocks."""
     if isinstance(engine, SQLiteEngine):
         ctx = engine.transaction(transaction_type=TransactionType.immediate)
     else:
         ctx = engine.transaction()
-    async with ctx:
-        yield
+    async with ctx as txn:
+        yield txn
 
 
 def current_engine() -> Engine:

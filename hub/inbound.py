@@ -8,14 +8,14 @@ from typing import Any
 
 import msgspec
 
-from hub import activeflows, events, participants
+from hub import activeflows, events, inbound_pg, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_target, normalize_tel
 from hub.channels import InboundMessage  # noqa: F401 - the channels build it; importable from here
 from hub.conversations import record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
-from hub.models import MessageReceived, conversation_out, message_out
+from hub.models import MessageReceived, conversation_out, last_message_json, message_out
 from hub.repo import now
 from hub.tables import Account, Conversation, Message
 
@@ -54,56 +54,87 @@ async def _result_for_duplicate(message: dict[str, Any]) -> InboundResult:
 async def store_inbound(inbound: InboundMessage) -> InboundResult:
     """One transaction: room matching over participants (rows locked on PostgreSQL), message
     insert deduplicated by the provider's id, outbox events, and the activeflow if the
-    conversation has no owner."""
+    conversation has no owner. On PostgreSQL a message to a room the address is in already (the
+    hot path) is two plain statements (hub.inbound_pg); everything else goes through Piccolo."""
     account = inbound.account
     conversation_type = CONVERSATION_TYPE[account["type"]]
     peer = msgspec.structs.replace(inbound.peer, target_name=inbound.peer_display_name)
     try:
-        async with transaction(current_engine()):
+        async with transaction(current_engine()) as txn:
             stamp = now()
-            room = await participants.match_room(
-                account, conversation_type, inbound.self_address, peer, stamp
-            )
-            conversation = room.conversation
-            inserted = (
-                await Message.insert(
-                    Message(
-                        id=uuid.uuid4(),
-                        customer_id=account["customer_id"],
-                        conversation_id=conversation["id"],
-                        account_id=account["id"],
-                        participant_id=room.participant["id"],
-                        channel=account["type"],
-                        direction="incoming",
-                        status="done",
-                        source=msgspec.json.encode(inbound.sender or peer).decode(),
-                        destination=msgspec.json.encode(inbound.self_address).decode(),
-                        text=inbound.text,
-                        medias=msgspec.json.encode(inbound.medias).decode(),
-                        provider_message_id=inbound.provider_message_id,
-                        content_type=inbound.content_type,
-                        tm_create=stamp,
-                        tm_update=stamp,
-                    )
+            conn = inbound_pg.connection_of(txn) if inbound.stored_with is None else None
+            room = None
+            if conn is not None:
+                room = await inbound_pg.touch(
+                    conn, account["customer_id"], account["id"], peer.type, peer.target, stamp
                 )
-                .on_conflict(action="DO NOTHING")
-                .returning(*Message.all_columns())
-            )
-            if not inserted:
-                # This provider message is stored already (a retry, or a concurrent delivery
-                # that won); undo the room changes too.
-                raise _Duplicate
-            message = inserted[0]
-            if inbound.stored_with is not None:
-                await inbound.stored_with(message)
-            conversation = await record_last_message(conversation, message)
-            room.conversation = conversation
-            await events.emit(*await _room_events(room), *_message_events(conversation, message))
+            if room is None:
+                conn = None  # a new room or a joining address: the general path
+                room = await participants.match_room(
+                    account, conversation_type, inbound.self_address, peer, stamp
+                )
+            conversation = room.conversation
+            row = _message_row(account, conversation, room.participant, inbound, peer, stamp)
+            if conn is not None:
+                message = row.to_dict()
+                summary = last_message_json(message)
+                outbox = _message_events(conversation, message)
+                stored, latest = await inbound_pg.store(conn, message, summary, outbox)
+                if not stored:
+                    raise _Duplicate
+                if latest:
+                    conversation = {**conversation, "tm_last_message": stamp, "last_message": summary}
+                room.conversation = conversation
+            else:
+                inserted = (
+                    await Message.insert(row)
+                    .on_conflict(action="DO NOTHING")
+                    .returning(*Message.all_columns())
+                )
+                if not inserted:
+                    # This provider message is stored already (a retry, or a concurrent delivery
+                    # that won); undo the room changes too.
+                    raise _Duplicate
+                message = inserted[0]
+                if inbound.stored_with is not None:
+                    await inbound.stored_with(message)
+                conversation = await record_last_message(conversation, message)
+                room.conversation = conversation
+                await events.emit(*await _room_events(room), *_message_events(conversation, message))
+            # --- the message is stored; what it starts (the conversation's owner read above) ---
             activeflow = await activeflows.create_for_message(account, conversation, message)
     except _Duplicate:
         existing = await _existing(account["id"], inbound.provider_message_id)
         return await _result_for_duplicate(existing)
     return InboundResult(conversation, message, room.created, duplicate=False, activeflow=activeflow)
+
+
+def _message_row(
+    account: dict[str, Any],
+    conversation: dict[str, Any],
+    participant: dict[str, Any],
+    inbound: InboundMessage,
+    peer: Address,
+    stamp,
+) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        customer_id=account["customer_id"],
+        conversation_id=conversation["id"],
+        account_id=account["id"],
+        participant_id=participant["id"],
+        channel=account["type"],
+        direction="incoming",
+        status="done",
+        source=msgspec.json.encode(inbound.sender or peer).decode(),
+        destination=msgspec.json.encode(inbound.self_address).decode(),
+        text=inbound.text,
+        medias=msgspec.json.encode(inbound.medias).decode(),
+        provider_message_id=inbound.provider_message_id,
+        content_type=inbound.content_type,
+        tm_create=stamp,
+        tm_update=stamp,
+    )
 
 
 async def _room_events(room: participants.Room) -> list:

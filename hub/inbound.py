@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from piccolo.engine.postgres import PostgresEngine
 
 from hub import activeflows, events, inbound_pg, participants
 from hub.accounts import CONVERSATION_TYPE
@@ -59,8 +60,13 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
     account = inbound.account
     conversation_type = CONVERSATION_TYPE[account["type"]]
     peer = msgspec.structs.replace(inbound.peer, target_name=inbound.peer_display_name)
+    engine = current_engine()
+    if _single_statement_possible(engine, inbound):
+        result = await _store_in_owned_room(engine, inbound, peer)
+        if result is not None:
+            return result
     try:
-        async with transaction(current_engine()) as txn:
+        async with transaction(engine) as txn:
             stamp = now()
             conn = inbound_pg.connection_of(txn) if inbound.stored_with is None else None
             room = None
@@ -107,6 +113,45 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
         existing = await _existing(account["id"], inbound.provider_message_id)
         return await _result_for_duplicate(existing)
     return InboundResult(conversation, message, room.created, duplicate=False, activeflow=activeflow)
+
+
+def _single_statement_possible(engine, inbound: InboundMessage) -> bool:
+    return (
+        inbound.stored_with is None
+        and isinstance(engine, PostgresEngine)
+        and engine.pool is not None
+        and engine.current_transaction.get() is None
+    )
+
+
+async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -> InboundResult | None:
+    """The hot path on PostgreSQL (hub.inbound_pg.store_in_owned_room): a message from an address
+    already in a conversation that starts no flow for it. None: not that case, nothing stored."""
+    account = inbound.account
+    ids = inbound_pg.Placeholders()
+    stamp = now()
+    row = _message_row(account, {"id": ids.conversation_id}, {"id": ids.participant_id}, inbound, peer, stamp)
+    message = row.to_dict()
+    summary = last_message_json(message)
+    room = {"customer_id": account["customer_id"], "id": ids.conversation_id, "owner_id": None}
+    async with engine.pool.acquire() as conn:
+        outcome, conversation, latest = await inbound_pg.store_in_owned_room(
+            conn,
+            message,
+            summary,
+            _message_events(room, message),
+            ids,
+            peer.type,
+            peer.target,
+            flow_possible=account.get("message_flow_id") is not None,
+        )
+    if outcome == "elsewhere":
+        return None
+    if outcome == "duplicate":
+        return await _result_for_duplicate(await _existing(account["id"], inbound.provider_message_id))
+    if latest:
+        conversation = {**conversation, "tm_last_message": stamp, "last_message": summary}
+    return InboundResult(conversation, message, conversation_created=False, duplicate=False)
 
 
 def _message_row(

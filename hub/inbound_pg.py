@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from hub import participants
+from hub.permissions import NIL_UUID
 from hub.tables import Conversation, Event, Message, Participant
 
 _P_COLUMNS = [c._meta.db_column_name for c in Participant._meta.columns]
@@ -100,3 +101,108 @@ async def store(conn, message: dict[str, Any], last_message: str, events: list[E
         [e.data for e in events],
     )
     return row["stored"] == 1, row["latest"] == 1
+
+
+# --- an owned conversation (or an account without a flow): one statement, no transaction ------
+
+# Where the ids only the database knows (the conversation and participant of the address) go
+# into JSON built here: random per message, so no text can contain them by accident.
+_M_TYPES = {c._meta.db_column_name: c.column_type for c in Message._meta.columns}
+_FROM_ROOM = {"conversation_id": "c.id", "participant_id": "c.p_id"}
+_M_GIVEN = [name for name in _M_COLUMNS if name not in _FROM_ROOM]
+_N = len(_M_GIVEN)
+_M_VALUES = [
+    _FROM_ROOM[name] if name in _FROM_ROOM else f"${_M_GIVEN.index(name) + 1}::{_M_TYPES[name]}"
+    for name in _M_COLUMNS
+]
+
+_STORE_ONE = f"""
+WITH p AS (
+  UPDATE participants SET tm_last_active = ${_N + 1}
+  WHERE customer_id = ${_N + 2} AND account_id = ${_N + 3} AND address_type = ${_N + 4}
+    AND target = ${_N + 5} AND tm_delete IS NULL AND conversation_status = '{participants.OPEN}'
+  RETURNING id, conversation_id
+), c AS (
+  SELECT {", ".join(f"c.{name}" for name in _C_COLUMNS)}, p.id AS p_id
+  FROM p JOIN conversations c ON c.id = p.conversation_id
+  WHERE (c.owner_id <> '{NIL_UUID}' OR NOT ${_N + 6})
+    AND NOT EXISTS (SELECT 1 FROM activeflows a WHERE a.conversation_id = c.id AND a.status = 'running')
+  FOR UPDATE OF c
+), m AS (
+  INSERT INTO messages ({", ".join(_M_COLUMNS)})
+  SELECT {", ".join(_M_VALUES)}
+  FROM c
+  ON CONFLICT DO NOTHING
+  RETURNING id
+), last AS (
+  UPDATE conversations SET tm_last_message = ${_N + 7}, last_message = ${_N + 8}
+  WHERE id = (SELECT id FROM c) AND EXISTS (SELECT 1 FROM m)
+    AND (tm_last_message IS NULL OR tm_last_message <= ${_N + 7})
+  RETURNING id
+), e AS (
+  INSERT INTO events (id, customer_id, conversation_id, owner_id, type, data)
+  SELECT u.id, c.customer_id, c.id, c.owner_id, u.type,
+         replace(replace(u.data, ${_N + 12}, c.id::text), ${_N + 13}, c.p_id::text)
+  FROM c, unnest(${_N + 9}::uuid[], ${_N + 10}::text[], ${_N + 11}::text[])
+       WITH ORDINALITY AS u(id, type, data, n)
+  WHERE EXISTS (SELECT 1 FROM m)
+  ORDER BY u.n
+  RETURNING seq
+)
+SELECT (SELECT count(*) FROM p) AS found, (SELECT count(*) FROM m) AS stored,
+       (SELECT count(*) FROM last) AS latest, (SELECT count(*) FROM e) AS events, c.*
+FROM (SELECT 1) AS one LEFT JOIN c ON true
+"""
+
+
+class Placeholders:
+    """Stand-ins for the room's ids in JSON built before the statement knows them."""
+
+    def __init__(self) -> None:
+        self.conversation_id = uuid4()
+        self.participant_id = uuid4()
+
+
+async def store_in_owned_room(
+    conn,
+    message: dict[str, Any],
+    last_message: str,
+    events: list[Event],
+    ids: Placeholders,
+    address_type: str,
+    target: str,
+    flow_possible: bool,
+) -> tuple[str, dict[str, Any] | None, bool]:
+    """For an address with a live participant whose conversation starts no flow for this message
+    (an owner, or no flow on the account) and has no running activeflow: the whole inbound write
+    (participant touched, conversation locked, message deduplicated, last_message, events) as
+    one statement, atomic by itself. `message` holds the placeholders' ids for the room's.
+
+    Returns ("stored" | "duplicate" | "elsewhere", conversation, became the last message);
+    "elsewhere": no such room here, nothing was written but the participant's tm_last_active
+    (the transaction path does the rest)."""
+    row = await conn.fetchrow(
+        _STORE_ONE,
+        *[message[name] for name in _M_GIVEN],
+        message["tm_create"],
+        message["customer_id"],
+        message["account_id"],
+        address_type,
+        target,
+        flow_possible,
+        message["tm_create"],
+        last_message,
+        [e.id for e in events],
+        [e.type for e in events],
+        [e.data for e in events],
+        str(ids.conversation_id),
+        str(ids.participant_id),
+    )
+    if row["id"] is None:
+        return "elsewhere", None, False
+    conversation = {name: row[name] for name in _C_COLUMNS}
+    participant_id = row["p_id"]
+    message["conversation_id"], message["participant_id"] = conversation["id"], participant_id
+    if row["stored"] != 1:
+        return "duplicate", conversation, False
+    return "stored", conversation, row["latest"] == 1

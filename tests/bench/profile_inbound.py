@@ -279,8 +279,22 @@ async def main(args) -> dict:
                 script = wrk_script(workdir, path, requests, 1)
                 # wrk sends each request once when -d is long enough and the script stops at n.
                 conn = await asyncpg.connect(dsn)
-                started = time.perf_counter()
-                figures = await asyncio.to_thread(run_wrk_count, base, script, n, args.connections)
+                started, started_wall = time.perf_counter(), time.time()
+                load = subprocess.Popen(
+                    ["wrk", "-t1", f"-c{args.connections}", "-d120s", "--latency", "-s", str(script), base],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                stored = 0
+                while stored < n and time.perf_counter() - started < 120:
+                    stored = await conn.fetchval(
+                        "SELECT count(*) FROM messages WHERE customer_id = $1 AND direction = 'incoming'",
+                        customer["id"],
+                    )
+                    await asyncio.sleep(0.02)
+                result["inbound_stored_s"] = round(time.perf_counter() - started, 2)
+                load.send_signal(2)  # wrk prints its figures on SIGINT
+                figures = parse_wrk(load.communicate()[0])
                 while True:
                     done = await conn.fetchval(
                         "SELECT count(*) FROM messages WHERE customer_id = $1 AND direction = 'outgoing' "
@@ -290,7 +304,11 @@ async def main(args) -> dict:
                     if done >= n or time.perf_counter() - started > 300:
                         break
                     await asyncio.sleep(0.05)
-                elapsed = time.perf_counter() - started
+                last = await conn.fetchval(
+                    "SELECT max(tm_update) FROM messages WHERE customer_id = $1 AND direction = 'outgoing'",
+                    customer["id"],
+                )
+                elapsed = last.timestamp() - started_wall
                 await conn.close()
                 result.update(figures)
                 result["replies_done"] = done
@@ -298,6 +316,19 @@ async def main(args) -> dict:
                 result["temporal_bare_per_s"] = round(await temporal_bare(client), 1)
                 result["ratio"] = round(result["inbound_unassigned_per_s"] / result["temporal_bare_per_s"], 3)
             else:
+                spies = []
+                if args.pyspy:
+                    # Wall-clock (--idle): where one message's latency goes, waits included.
+                    for role, proc in (("api", api), ("worker", worker)):
+                        spies.append(
+                            subprocess.Popen(
+                                [str(Path(sys.executable).parent / "py-spy"), "record", "--idle",
+                                 "-o", args.pyspy.replace(".", f".{role}.", 1), "--format",
+                                 "raw" if args.pyspy.endswith(".txt") else "flamegraph",
+                                 "--pid", str(proc.pid), "-r", "200", "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            )
+                        )
                 conn = await asyncpg.connect(dsn)
                 lat = []
                 for i in range(args.requests):
@@ -319,6 +350,9 @@ async def main(args) -> dict:
                     result.setdefault("post_ms", []).append(round(posted * 1000, 1))
                     await asyncio.sleep(0.3)
                 await conn.close()
+                for spy in spies:
+                    spy.send_signal(2)
+                    spy.wait(timeout=30)
                 post = result.pop("post_ms")
                 result["idle_p50_ms"] = round(statistics.median(lat), 1)
                 result["idle_p99_ms"] = round(percentile(lat, 0.99), 1)
@@ -339,23 +373,6 @@ async def main(args) -> dict:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def run_wrk_count(base: str, script: Path, n: int, connections: int) -> dict:
-    """wrk until `n` requests were sent (the script's lines, each once): a generous duration that
-    the script ends by closing the thread after its last line."""
-    text = script.read_text().replace(
-        "function request()\n  index = index + step\n",
-        "function request()\n  index = index + step\n  if index > #lines then wrk.thread:stop() end\n",
-    )
-    script.write_text(text)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", "-d120s", "--latency", "-s", str(script), base],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return parse_wrk(out)
 
 
 def _rss(pid: int) -> float:

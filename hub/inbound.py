@@ -130,10 +130,10 @@ async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -
     account = inbound.account
     ids = inbound_pg.Placeholders()
     stamp = now()
-    row = _message_row(account, {"id": ids.conversation_id}, {"id": ids.participant_id}, inbound, peer, stamp)
-    message = row.to_dict()
-    summary = last_message_json(message)
     room = {"customer_id": account["customer_id"], "id": ids.conversation_id, "owner_id": None}
+    fields = _message_fields(account, room, {"id": ids.participant_id}, inbound, peer, stamp)
+    message = {**_MESSAGE_DEFAULTS, **fields}
+    summary = last_message_json(message)
     async with engine.pool.acquire() as conn:
         outcome, conversation, latest = await inbound_pg.store_in_owned_room(
             conn,
@@ -154,6 +154,13 @@ async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -
     return InboundResult(conversation, message, conversation_created=False, duplicate=False)
 
 
+# Every column of a new message row with its default (what Message(...) fills in), so the hot path
+# builds its row as a plain dict.
+_MESSAGE_DEFAULTS = Message(
+    **{name: uuid.UUID(int=0) for name in ("id", "customer_id", "conversation_id", "account_id")}
+).to_dict()
+
+
 def _message_row(
     account: dict[str, Any],
     conversation: dict[str, Any],
@@ -162,7 +169,18 @@ def _message_row(
     peer: Address,
     stamp,
 ) -> Message:
-    return Message(
+    return Message(**_message_fields(account, conversation, participant, inbound, peer, stamp))
+
+
+def _message_fields(
+    account: dict[str, Any],
+    conversation: dict[str, Any],
+    participant: dict[str, Any],
+    inbound: InboundMessage,
+    peer: Address,
+    stamp,
+) -> dict[str, Any]:
+    return dict(
         id=uuid.uuid4(),
         customer_id=account["customer_id"],
         conversation_id=conversation["id"],

@@ -122,7 +122,7 @@ async def main(args) -> dict:
     from hub.actions import ActionIn
 
     if shutil.which("wrk") is None:
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+        await asyncio.to_thread(subprocess.run, ["apt-get", "install", "-y", "wrk"], check=True)
     name = f"hub_prof_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -277,7 +277,7 @@ async def main(args) -> dict:
                     sig, path, body, _ = signed(f"+1415{i:07d}", f"u{i}")
                     requests.append((sig, body))
                 script = wrk_script(workdir, path, requests, 1)
-                # wrk sends each request once when -d is long enough and the script stops at n.
+                # wrk runs until all n are stored (a few repeats at the end answer as duplicates).
                 conn = await asyncpg.connect(dsn)
                 started, started_wall = time.perf_counter(), time.time()
                 load = subprocess.Popen(
@@ -322,11 +322,22 @@ async def main(args) -> dict:
                     for role, proc in (("api", api), ("worker", worker)):
                         spies.append(
                             subprocess.Popen(
-                                [str(Path(sys.executable).parent / "py-spy"), "record", "--idle",
-                                 "-o", args.pyspy.replace(".", f".{role}.", 1), "--format",
-                                 "raw" if args.pyspy.endswith(".txt") else "flamegraph",
-                                 "--pid", str(proc.pid), "-r", "200", "--nonblocking"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                [
+                                    str(Path(sys.executable).parent / "py-spy"),
+                                    "record",
+                                    "--idle",
+                                    "-o",
+                                    args.pyspy.replace(".", f".{role}.", 1),
+                                    "--format",
+                                    "raw" if args.pyspy.endswith(".txt") else "flamegraph",
+                                    "--pid",
+                                    str(proc.pid),
+                                    "-r",
+                                    "200",
+                                    "--nonblocking",
+                                ],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL,
                             )
                         )
                 conn = await asyncpg.connect(dsn)
@@ -339,7 +350,8 @@ async def main(args) -> dict:
                     posted = time.perf_counter() - t0
                     while True:
                         row = await conn.fetchrow(
-                            "SELECT m.tm_update FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+                            "SELECT m.tm_update FROM messages m "
+                            "JOIN conversations c ON c.id = m.conversation_id "
                             "WHERE c.peer_target = $1 AND m.direction = 'outgoing' AND m.status = 'done'",
                             sender,
                         )

@@ -198,3 +198,21 @@ async def test_a_changed_auth_token_takes_effect_at_once(client):
     response = await client.delete(f"/v1.0/accounts/{tenant.account['id']}", headers=tenant.admin.headers)
     assert response.status_code == 200, response.text
     assert (await post(client, tenant, token="rotated-token", body="gone")).status_code == 404
+
+
+async def test_a_connection_given_back_inside_a_transaction_is_reset(pg_engine, pg):
+    """The pool skips asyncpg's reset query except for a connection left in a transaction."""
+    pool = pg_engine.pool
+    connection = await pool.acquire()
+    await connection.execute("BEGIN")
+    await connection.execute("SET LOCAL statement_timeout = '1234ms'")
+    assert connection.is_in_transaction()
+    await pool.release(connection)
+    # Every connection the pool hands out now is outside any transaction.
+    held = [await pool.acquire() for _ in range(pool.get_size())]
+    try:
+        assert not any(c.is_in_transaction() for c in held)
+        assert {await c.fetchval("SHOW statement_timeout") for c in held} == {"0"}
+    finally:
+        for c in held:
+            await pool.release(c)

@@ -139,7 +139,11 @@ async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -
             conn,
             message,
             summary,
-            _message_events(room, message),
+            # Plain (id, type, data) rows: the statement adds the room's customer and owner.
+            [
+                inbound_pg.OutboxEvent(uuid.uuid4(), kind, msgspec.json.encode(data).decode())
+                for kind, data in _message_event_data(ids.conversation_id, message)
+            ],
             ids,
             peer.type,
             peer.target,
@@ -211,22 +215,22 @@ async def _room_events(room: participants.Room) -> list:
     return []
 
 
+def _message_event_data(conversation_id, message: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(type, data) of the events of a new inbound message, in order."""
+    out = message_out(message)
+    return [
+        (events.MESSAGE_CREATED, out),
+        (events.MESSAGE_RECEIVED, MessageReceived(conversation_id=conversation_id, message=out)),
+    ]
+
+
 def _message_events(conversation: dict[str, Any], message: dict[str, Any]) -> list:
     customer_id, conversation_id = conversation["customer_id"], conversation["id"]
     owner_id = conversation["owner_id"]
-    out = message_out(message)
-    rows = []
-    rows.append(events.event_row(events.MESSAGE_CREATED, customer_id, out, conversation_id, owner_id))
-    rows.append(
-        events.event_row(
-            events.MESSAGE_RECEIVED,
-            customer_id,
-            MessageReceived(conversation_id=conversation_id, message=out),
-            conversation_id,
-            owner_id,
-        )
-    )
-    return rows
+    return [
+        events.event_row(kind, customer_id, data, conversation_id, owner_id)
+        for kind, data in _message_event_data(conversation_id, message)
+    ]
 
 
 async def open_room(

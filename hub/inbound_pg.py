@@ -11,7 +11,7 @@ Everything else (a new conversation, a joining address, SQLite) goes through hub
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 from hub import participants
@@ -155,6 +155,14 @@ FROM (SELECT 1) AS one LEFT JOIN c ON true
 """
 
 
+class OutboxEvent(NamedTuple):
+    """An outbox event of the one-statement path (its customer and owner come from the room)."""
+
+    id: UUID
+    type: str
+    data: str
+
+
 class Placeholders:
     """Stand-ins for the room's ids in JSON built before the statement knows them."""
 
@@ -167,7 +175,7 @@ async def store_in_owned_room(
     conn,
     message: dict[str, Any],
     last_message: str,
-    events: list[Event],
+    events: list[OutboxEvent],
     ids: Placeholders,
     address_type: str,
     target: str,

@@ -18,6 +18,7 @@ from litestar.template import TemplateConfig
 from redis.asyncio import Redis
 
 from api import openapi, temporal
+from api.controllers import hooks
 from api.controllers.accounts import AccountController
 from api.controllers.agents import AgentController
 from api.controllers.auth import AuthController
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if redis is not None:
                 await redis.aclose()
             await app.state.http.aclose()
+            await hooks.finish_recording()
             await db.stop(engine)
 
     app = Litestar(

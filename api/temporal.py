@@ -93,8 +93,11 @@ def send_input(settings: Settings, message_id: str = "") -> SendInput:
     )
 
 
-async def start_activeflow(client: Client, settings: Settings, row: dict[str, Any]) -> None:
-    """Starts the run's workflow (idempotent by workflow id) and records that it started."""
+async def start_activeflow(
+    client: Client, settings: Settings, row: dict[str, Any], record: bool = True
+) -> None:
+    """Starts the run's workflow (idempotent by workflow id) and records that it started (unless
+    `record` is false: the caller records it, see api.controllers.hooks.start_flow)."""
     try:
         await client.start_workflow(
             ActiveflowWorkflow.run,
@@ -123,7 +126,8 @@ async def start_activeflow(client: Client, settings: Settings, row: dict[str, An
         raise
     else:
         metrics.activeflow_start("started")
-    await activeflows.mark_started(row["id"])
+    if record:
+        await activeflows.mark_started(row["id"])
 
 
 async def start_send(client: Client, settings: Settings, message: dict[str, Any]) -> None:

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from piccolo.engine.postgres import PostgresEngine
 
-from hub import activeflows, dialogues, events, participants
+from hub import activeflows, dialogues, events, inbound_pg, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_target, normalize_tel
 from hub.channels import InboundMessage  # noqa: F401 - the channels build it; importable from here
 from hub.conversations import record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
-from hub.models import MessageReceived, conversation_out, message_out
+from hub.models import MessageReceived, conversation_out, last_message_json, message_out
 from hub.repo import now
 from hub.tables import Account, Conversation, Message
 
@@ -56,51 +57,59 @@ async def _result_for_duplicate(message: dict[str, Any]) -> InboundResult:
 async def store_inbound(inbound: InboundMessage) -> InboundResult:
     """One transaction: room matching over participants (rows locked on PostgreSQL), message
     insert deduplicated by the provider's id, outbox events, and the activeflow if the
-    conversation has no owner."""
+    conversation has no owner. On PostgreSQL a message to a room the address is in already (the
+    hot path) is two plain statements (hub.inbound_pg); everything else goes through Piccolo."""
     account = inbound.account
     conversation_type = CONVERSATION_TYPE[account["type"]]
     peer = msgspec.structs.replace(inbound.peer, target_name=inbound.peer_display_name)
+    engine = current_engine()
+    if _single_statement_possible(engine, inbound):
+        result = await _store_in_owned_room(engine, inbound, peer)
+        if result is not None:
+            return result
     try:
-        async with transaction(current_engine()):
+        async with transaction(engine) as txn:
             stamp = now()
-            room = await participants.match_room(
-                account, conversation_type, inbound.self_address, peer, stamp
-            )
-            conversation = room.conversation
-            inserted = (
-                await Message.insert(
-                    Message(
-                        id=uuid.uuid4(),
-                        customer_id=account["customer_id"],
-                        conversation_id=conversation["id"],
-                        account_id=account["id"],
-                        participant_id=room.participant["id"],
-                        channel=account["type"],
-                        direction="incoming",
-                        status="done",
-                        source=msgspec.json.encode(inbound.sender or peer).decode(),
-                        destination=msgspec.json.encode(inbound.self_address).decode(),
-                        text=inbound.text,
-                        medias=msgspec.json.encode(inbound.medias).decode(),
-                        provider_message_id=inbound.provider_message_id,
-                        content_type=inbound.content_type,
-                        tm_create=stamp,
-                        tm_update=stamp,
-                    )
+            conn = inbound_pg.connection_of(txn) if inbound.stored_with is None else None
+            room = None
+            if conn is not None:
+                room = await inbound_pg.touch(
+                    conn, account["customer_id"], account["id"], peer.type, peer.target, stamp
                 )
-                .on_conflict(action="DO NOTHING")
-                .returning(*Message.all_columns())
-            )
-            if not inserted:
-                # This provider message is stored already (a retry, or a concurrent delivery
-                # that won); undo the room changes too.
-                raise _Duplicate
-            message = inserted[0]
-            if inbound.stored_with is not None:
-                await inbound.stored_with(message)
-            conversation = await record_last_message(conversation, message)
-            room.conversation = conversation
-            await events.emit(*await _room_events(room), *_message_events(conversation, message))
+            if room is None:
+                conn = None  # a new room or a joining address: the general path
+                room = await participants.match_room(
+                    account, conversation_type, inbound.self_address, peer, stamp
+                )
+            conversation = room.conversation
+            row = _message_row(account, conversation, room.participant, inbound, peer, stamp)
+            if conn is not None:
+                message = row.to_dict()
+                summary = last_message_json(message)
+                outbox = _message_events(conversation, message)
+                stored, latest = await inbound_pg.store(conn, message, summary, outbox)
+                if not stored:
+                    raise _Duplicate
+                if latest:
+                    conversation = {**conversation, "tm_last_message": stamp, "last_message": summary}
+                room.conversation = conversation
+            else:
+                inserted = (
+                    await Message.insert(row)
+                    .on_conflict(action="DO NOTHING")
+                    .returning(*Message.all_columns())
+                )
+                if not inserted:
+                    # This provider message is stored already (a retry, or a concurrent delivery
+                    # that won); undo the room changes too.
+                    raise _Duplicate
+                message = inserted[0]
+                if inbound.stored_with is not None:
+                    await inbound.stored_with(message)
+                conversation = await record_last_message(conversation, message)
+                room.conversation = conversation
+                await events.emit(*await _room_events(room), *_message_events(conversation, message))
+            # --- the message is stored; what it starts (the conversation's owner read above) ---
             # A run in dialogue takes the message (hub/dialogues.py); otherwise it may start one.
             routing = await dialogues.route_inbound(account, conversation, message)
     except _Duplicate:
@@ -116,6 +125,95 @@ async def store_inbound(inbound: InboundMessage) -> InboundResult:
     )
 
 
+def _single_statement_possible(engine, inbound: InboundMessage) -> bool:
+    return (
+        inbound.stored_with is None
+        and isinstance(engine, PostgresEngine)
+        and engine.pool is not None
+        and engine.current_transaction.get() is None
+    )
+
+
+async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -> InboundResult | None:
+    """The hot path on PostgreSQL (hub.inbound_pg.store_in_owned_room): a message from an address
+    already in a conversation that starts no flow for it. None: not that case, nothing stored."""
+    account = inbound.account
+    ids = inbound_pg.Placeholders()
+    stamp = now()
+    room = {"customer_id": account["customer_id"], "id": ids.conversation_id, "owner_id": None}
+    fields = _message_fields(account, room, {"id": ids.participant_id}, inbound, peer, stamp)
+    message = {**_MESSAGE_DEFAULTS, **fields}
+    summary = last_message_json(message)
+    async with engine.pool.acquire() as conn:
+        outcome, conversation, latest = await inbound_pg.store_in_owned_room(
+            conn,
+            message,
+            summary,
+            # Plain (id, type, data) rows: the statement adds the room's customer and owner.
+            [
+                inbound_pg.OutboxEvent(uuid.uuid4(), kind, msgspec.json.encode(data).decode())
+                for kind, data in _message_event_data(ids.conversation_id, message)
+            ],
+            ids,
+            peer.type,
+            peer.target,
+            flow_possible=account.get("message_flow_id") is not None,
+        )
+    if outcome == "elsewhere":
+        return None
+    if outcome == "duplicate":
+        return await _result_for_duplicate(await _existing(account["id"], inbound.provider_message_id))
+    if latest:
+        conversation = {**conversation, "tm_last_message": stamp, "last_message": summary}
+    return InboundResult(conversation, message, conversation_created=False, duplicate=False)
+
+
+# Every column of a new message row with its default (what Message(...) fills in), so the hot path
+# builds its row as a plain dict.
+_MESSAGE_DEFAULTS = Message(
+    **{name: uuid.UUID(int=0) for name in ("id", "customer_id", "conversation_id", "account_id")}
+).to_dict()
+
+
+def _message_row(
+    account: dict[str, Any],
+    conversation: dict[str, Any],
+    participant: dict[str, Any],
+    inbound: InboundMessage,
+    peer: Address,
+    stamp,
+) -> Message:
+    return Message(**_message_fields(account, conversation, participant, inbound, peer, stamp))
+
+
+def _message_fields(
+    account: dict[str, Any],
+    conversation: dict[str, Any],
+    participant: dict[str, Any],
+    inbound: InboundMessage,
+    peer: Address,
+    stamp,
+) -> dict[str, Any]:
+    return dict(
+        id=uuid.uuid4(),
+        customer_id=account["customer_id"],
+        conversation_id=conversation["id"],
+        account_id=account["id"],
+        participant_id=participant["id"],
+        channel=account["type"],
+        direction="incoming",
+        status="done",
+        source=msgspec.json.encode(inbound.sender or peer).decode(),
+        destination=msgspec.json.encode(inbound.self_address).decode(),
+        text=inbound.text,
+        medias=msgspec.json.encode(inbound.medias).decode(),
+        provider_message_id=inbound.provider_message_id,
+        content_type=inbound.content_type,
+        tm_create=stamp,
+        tm_update=stamp,
+    )
+
+
 async def _room_events(room: participants.Room) -> list:
     """conversation_created for a new conversation, conversation_updated (with the participants)
     when the address joined one."""
@@ -127,22 +225,22 @@ async def _room_events(room: participants.Room) -> list:
     return []
 
 
+def _message_event_data(conversation_id, message: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(type, data) of the events of a new inbound message, in order."""
+    out = message_out(message)
+    return [
+        (events.MESSAGE_CREATED, out),
+        (events.MESSAGE_RECEIVED, MessageReceived(conversation_id=conversation_id, message=out)),
+    ]
+
+
 def _message_events(conversation: dict[str, Any], message: dict[str, Any]) -> list:
     customer_id, conversation_id = conversation["customer_id"], conversation["id"]
     owner_id = conversation["owner_id"]
-    out = message_out(message)
-    rows = []
-    rows.append(events.event_row(events.MESSAGE_CREATED, customer_id, out, conversation_id, owner_id))
-    rows.append(
-        events.event_row(
-            events.MESSAGE_RECEIVED,
-            customer_id,
-            MessageReceived(conversation_id=conversation_id, message=out),
-            conversation_id,
-            owner_id,
-        )
-    )
-    return rows
+    return [
+        events.event_row(kind, customer_id, data, conversation_id, owner_id)
+        for kind, data in _message_event_data(conversation_id, message)
+    ]
 
 
 async def open_room(

@@ -5,6 +5,7 @@ body; this stores what it parsed, applies delivery reports and starts the flows.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from uuid import UUID
@@ -16,7 +17,7 @@ from activities.providers import lookup_name
 from api import logs, temporal
 from api.errors import BAD_INPUT_ERRORS
 from api.strict import MULTIPART_FILES, strict_input
-from hub import accounts, channels, inbound, metrics, outbound
+from hub import accounts, activeflows, channels, inbound, metrics, outbound
 from hub.channels import email
 from hub.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, Unavailable
 from hub.settings import Settings
@@ -38,13 +39,40 @@ async def start_flow(request: Request, result: inbound.InboundResult) -> None:
         return
     try:
         await temporal.start_activeflow(
-            request.app.state.temporal, request.app.state.settings, result.activeflow
+            request.app.state.temporal, request.app.state.settings, result.activeflow, record=False
         )
     except Exception as exc:
         if not temporal.is_unavailable(exc):
             raise  # a bug, not an outage: a 500 with its traceback (database outages answer 503 there)
         log.warning("activeflow %s not started now: %s", result.activeflow["id"], exc, exc_info=exc)
         raise Unavailable("the flow engine is unavailable; retry") from exc
+    record_started(result.activeflow["id"])
+
+
+# The `started` flags being written after their answers went out (held so they are not collected).
+_recording: set[asyncio.Task] = set()
+
+
+def record_started(activeflow_id) -> None:
+    """Marks the run started off the request path: the provider's answer waits for the workflow
+    start only. If this write is lost (a crash, the database gone meanwhile), the worker's
+    recovery starts the run again, Temporal answers "already started", and recovery marks it."""
+
+    async def record() -> None:
+        try:
+            await activeflows.mark_started(activeflow_id)
+        except Exception as exc:
+            log.warning("activeflow %s started; its flag is left to recovery: %s", activeflow_id, exc)
+
+    task = asyncio.get_running_loop().create_task(record())
+    _recording.add(task)
+    task.add_done_callback(_recording.discard)
+
+
+async def finish_recording() -> None:
+    """Waits for the `started` writes still under way (the app's shutdown, before the pool closes)."""
+    if _recording:
+        await asyncio.gather(*list(_recording), return_exceptions=True)
 
 
 async def deliver_reply(request: Request, result: inbound.InboundResult) -> None:

@@ -1,0 +1,218 @@
+"""The inbound hot path on PostgreSQL (hub.inbound_pg): a message to a conversation the address is
+in already, owned by an agent or at an account without a flow, is one statement; everything the
+general path guarantees holds for it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from hub import accounts, inbound_pg
+from hub.actions import ActionIn
+from hub.flows import create_flow
+from hub.tables import Activeflow, Conversation, Event, Message, Participant
+from tests.helpers import make_tenant, signed_sms, sms_params
+
+
+async def post(client, tenant, token: str | None = None, **kwargs):
+    path, body, headers = signed_sms(tenant.account["id"], token or tenant.auth_token, sms_params(**kwargs))
+    return await client.post(path, content=body, headers=headers)
+
+
+async def open_owned_room(client, tenant, sender: str) -> dict:
+    """A conversation with `sender`, owned by the tenant's agent, at an account with a flow."""
+    flow = await create_flow(
+        tenant.customer_id, "echo", "", [ActionIn(id="a", type="conversation_send", option={"text": "x"})]
+    )
+    await accounts.update_account(tenant.customer_id, tenant.account["id"], {"message_flow_id": flow["id"]})
+    assert (await post(client, tenant, sender=sender, body="first")).status_code == 200
+    [conversation] = await Conversation.select().where(Conversation.customer_id == tenant.customer_id)
+    # The first message started a run; it is over by the time an agent takes over.
+    assert await Activeflow.count().where(Activeflow.conversation_id == conversation["id"]) == 1
+    await Activeflow.update({Activeflow.status: "ended"}).where(
+        Activeflow.conversation_id == conversation["id"]
+    )
+    response = await client.put(
+        f"/v1.0/conversations/{conversation['id']}",
+        json={"owner_id": str(tenant.agent.id)},
+        headers=tenant.admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    return conversation
+
+
+async def test_message_to_an_owned_room_is_stored_with_its_events_and_starts_no_flow(client, monkeypatch):
+    tenant = await make_tenant()
+    sender = "+14155550101"
+    conversation = await open_owned_room(client, tenant, sender)
+    runs_before = await Activeflow.count().where(Activeflow.conversation_id == conversation["id"])
+    calls = []
+    original = inbound_pg.store_in_owned_room
+
+    async def spy(*args, **kwargs):
+        outcome = await original(*args, **kwargs)
+        calls.append(outcome[0])
+        return outcome
+
+    monkeypatch.setattr(inbound_pg, "store_in_owned_room", spy)
+    sid = "SM" + uuid.uuid4().hex
+    response = await post(client, tenant, sender=sender, body="owned hello", sid=sid)
+    assert response.status_code == 200, response.text
+    assert calls == ["stored"]  # the one-statement path took it
+
+    [message] = await Message.select().where(Message.provider_message_id == sid)
+    [participant] = await Participant.select().where(Participant.conversation_id == conversation["id"])
+    assert message["conversation_id"] == conversation["id"]
+    assert message["participant_id"] == participant["id"]
+    assert (message["direction"], message["status"], message["channel"]) == ("incoming", "done", "sms")
+    assert participant["tm_last_active"] == message["tm_create"]
+    row = await Conversation.select().where(Conversation.id == conversation["id"]).first()
+    assert json.loads(row["last_message"])["id"] == str(message["id"])
+    assert row["tm_last_message"] == message["tm_create"]
+    # No flow for an owned conversation.
+    assert await Activeflow.count().where(Activeflow.conversation_id == conversation["id"]) == runs_before
+
+    events = (
+        await Event.select()
+        .where(Event.customer_id == tenant.customer_id, Event.conversation_id == conversation["id"])
+        .order_by(Event.seq)
+    )
+    last_two = events[-2:]
+    assert [e["type"] for e in last_two] == ["conversation_message_created", "conversation_message_received"]
+    assert {e["owner_id"] for e in last_two} == {tenant.agent.id}
+    created, received = (json.loads(e["data"]) for e in last_two)
+    assert created["id"] == str(message["id"])
+    assert created["conversation_id"] == str(conversation["id"])
+    assert created["participant_id"] == str(participant["id"])
+    assert created["text"] == "owned hello"
+    assert received["conversation_id"] == str(conversation["id"])
+    assert received["message"] == created
+    # The same message as the API shows it.
+    api = (
+        await client.get(f"/v1.0/conversations/{conversation['id']}/messages", headers=tenant.admin.headers)
+    ).json()
+    shown = next(m for m in api["result"] if m["id"] == str(message["id"]))
+    assert {k: shown[k] for k in created} == created
+
+
+async def test_concurrent_duplicates_to_an_owned_room_store_one_message(client):
+    tenant = await make_tenant()
+    sender = "+14155550102"
+    conversation = await open_owned_room(client, tenant, sender)
+    params = sms_params(sender=sender, body="burst", sid="SM" + uuid.uuid4().hex)
+    path, body, headers = signed_sms(tenant.account["id"], tenant.auth_token, params)
+    burst = await asyncio.gather(*[client.post(path, content=body, headers=headers) for _ in range(20)])
+    assert {r.status_code for r in burst} == {200}
+    assert await Message.count().where(Message.provider_message_id == params["MessageSid"]) == 1
+    received = await Event.count().where(
+        Event.conversation_id == conversation["id"], Event.type == "conversation_message_received"
+    )
+    assert received == 2  # the first message and this one
+
+
+async def test_concurrent_messages_to_an_owned_room_keep_event_order(client):
+    tenant = await make_tenant()
+    sender = "+14155550103"
+    conversation = await open_owned_room(client, tenant, sender)
+    responses = await asyncio.gather(*[post(client, tenant, sender=sender, body=f"m{i}") for i in range(30)])
+    assert {r.status_code for r in responses} == {200}
+    events = (
+        await Event.select(Event.type, Event.data)
+        .where(
+            Event.conversation_id == conversation["id"],
+            Event.type.is_in(["conversation_message_created", "conversation_message_received"]),
+        )
+        .order_by(Event.seq)
+    )
+    # Each message's two events are adjacent: created, then received, message after message.
+    pairs = list(zip(events[::2], events[1::2], strict=True))
+    for created, received in pairs:
+        assert (created["type"], received["type"]) == (
+            "conversation_message_created",
+            "conversation_message_received",
+        )
+        assert json.loads(received["data"])["message"]["id"] == json.loads(created["data"])["id"]
+    latest = (
+        await Message.select()
+        .where(Message.conversation_id == conversation["id"])
+        .order_by(Message.tm_create, ascending=False)
+        .first()
+    )
+    row = await Conversation.select().where(Conversation.id == conversation["id"]).first()
+    assert row["tm_last_message"] == latest["tm_create"]
+
+
+async def test_unowned_room_with_a_flow_still_starts_one_run(client):
+    tenant = await make_tenant()
+    sender = "+14155550104"
+    conversation = await open_owned_room(client, tenant, sender)
+    response = await client.put(
+        f"/v1.0/conversations/{conversation['id']}",
+        json={"owner_id": str(uuid.UUID(int=0))},
+        headers=tenant.admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    before = await Activeflow.count().where(Activeflow.conversation_id == conversation["id"])
+    sid = "SM" + uuid.uuid4().hex
+    assert (await post(client, tenant, sender=sender, body="unowned", sid=sid)).status_code == 200
+    [message] = await Message.select().where(Message.provider_message_id == sid)
+    runs = await Activeflow.select().where(Activeflow.message_id == message["id"])
+    assert len(runs) == 1
+    assert await Activeflow.count().where(Activeflow.conversation_id == conversation["id"]) == before + 1
+
+
+async def test_a_running_activeflow_sends_the_message_down_the_general_path(client, monkeypatch):
+    tenant = await make_tenant()
+    sender = "+14155550105"
+    conversation = await open_owned_room(client, tenant, sender)
+    await Activeflow.update({Activeflow.status: "running"}).where(
+        Activeflow.conversation_id == conversation["id"]
+    )
+    calls = []
+    original = inbound_pg.store_in_owned_room
+
+    async def spy(*args, **kwargs):
+        outcome = await original(*args, **kwargs)
+        calls.append(outcome[0])
+        return outcome
+
+    monkeypatch.setattr(inbound_pg, "store_in_owned_room", spy)
+    sid = "SM" + uuid.uuid4().hex
+    assert (await post(client, tenant, sender=sender, body="while running", sid=sid)).status_code == 200
+    assert calls == ["elsewhere"]
+    assert await Message.count().where(Message.provider_message_id == sid) == 1
+
+
+async def test_a_changed_auth_token_takes_effect_at_once(client):
+    tenant = await make_tenant()
+    assert (await post(client, tenant, body="cached")).status_code == 200  # the account is cached now
+    response = await client.put(
+        f"/v1.0/accounts/{tenant.account['id']}",
+        json={"token": "rotated-token"},
+        headers=tenant.admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert (await post(client, tenant, body="old token")).status_code == 401
+    assert (await post(client, tenant, token="rotated-token", body="new token")).status_code == 200
+    response = await client.delete(f"/v1.0/accounts/{tenant.account['id']}", headers=tenant.admin.headers)
+    assert response.status_code == 200, response.text
+    assert (await post(client, tenant, token="rotated-token", body="gone")).status_code == 404
+
+
+async def test_a_connection_given_back_inside_a_transaction_is_reset(pg_engine, pg):
+    """The pool skips asyncpg's reset query except for a connection left in a transaction."""
+    pool = pg_engine.pool
+    connection = await pool.acquire()
+    await connection.execute("BEGIN")
+    await connection.execute("SET LOCAL statement_timeout = '1234ms'")
+    assert connection.is_in_transaction()
+    await pool.release(connection)
+    # Every connection the pool hands out now is outside any transaction.
+    held = [await pool.acquire() for _ in range(pool.get_size())]
+    try:
+        assert not any(c.is_in_transaction() for c in held)
+        assert {await c.fetchval("SHOW statement_timeout") for c in held} == {"0"}
+    finally:
+        for c in held:
+            await pool.release(c)

@@ -18,7 +18,9 @@ from tests.integration.test_dialogue import wait
 from tests.integration.test_flows import finished_run, inbound, outgoing_texts, reply, runs_of, setup_flow
 from tests.integration.test_worker_crash import worker_process
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
+# The relay and delivery shards run on the session's queue before a crash worker starts: a
+# `hub worker` on another queue would start them there (and take them down when killed).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker", "dispatchers")]
 
 
 async def test_a_waiting_run_survives_a_killed_worker_and_answers_once(

@@ -82,6 +82,7 @@ async def test_customer_setting_is_validated_and_shown(client):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("dispatchers")  # see test_worker_crash.pytestmark
 async def test_a_worker_killed_across_the_due_time_delays_the_close_once(client, settings, temporal_env):
     tenant = await make_tenant()
     await Customer.update({Customer.inactivity_close_s: QUIET_S}).where(Customer.id == tenant.customer_id)

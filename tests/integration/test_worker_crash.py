@@ -18,10 +18,14 @@ from hub import outbound
 from hub.tables import Message
 from tests.helpers import make_tenant, open_conversation, wait_for
 
-pytestmark = pytest.mark.slow
+# The relay and delivery shards must run on the session's queue before a crash worker starts:
+# a `hub worker` on another queue starts them on its own queue (and takes them down when killed),
+# and every later test would lose its webhooks and live events.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("dispatchers")]
 
 
 def worker_process(settings, queue: str) -> subprocess.Popen:
+    """A `hub worker` on `queue`; its tests use the `dispatchers` fixture (see pytestmark)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_DATABASE_URL": settings.database_url,

@@ -62,6 +62,10 @@ def page_query(
     where = list(conditions)
     if page_token:
         tm, last_id = decode_token(page_token)
+        # The first condition is implied by the second; alone it is an index range both databases
+        # seek to, where the OR is only a filter on PostgreSQL (a page half-way through 1,000,000
+        # conversations walked the 500,000 before it: 330 ms).
+        where.append(tm_create <= tm)
         where.append((tm_create < tm) | ((tm_create == tm) & (row_id < last_id)))
     query = table.select().order_by(tm_create, row_id, ascending=False).limit(page_size + 1)
     if where:

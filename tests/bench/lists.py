@@ -93,7 +93,8 @@ async def main() -> dict:
         existing = await conn.fetchval(
             "SELECT count(*) FROM conversations WHERE customer_id = $1", customer_id
         )
-        await fill_conversations(conn, customer_id, accounts_, owners, max(0, CONVERSATIONS_N - existing))
+        if existing < CONVERSATIONS_N:  # its tag rows and participants are derived from all of them
+            await fill_conversations(conn, customer_id, accounts_, owners, CONVERSATIONS_N - existing)
         load_s = time.perf_counter() - started
         port = free_port()
         env = {
@@ -115,13 +116,14 @@ async def main() -> dict:
         token = issue_token(uuid.UUID(meta["admin_id"]), customer_id, SECRET, 3600)
         log(f"measuring {LIST_SAMPLES} lists per filter")
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-            p50, p99, query_p99 = await measure_lists(
+            p50, p99, query_p99, query_p50 = await measure_lists(
                 http, {"Authorization": f"Bearer {token}"}, customer_id, accounts_, owners
             )
         return {
             "list_conversations_p50_ms_by_filter": p50,
             "list_conversations_p99_ms_by_filter": p99,
             "list_conversations_query_p99_ms_by_filter": query_p99,
+            "list_conversations_query_p50_ms_by_filter": query_p50,
             "conversations_in_db": await conn.fetchval("SELECT count(*) FROM conversations"),
             "conversations_load_s": round(load_s, 1),
             "migrate_s": round(migrate_s, 1),

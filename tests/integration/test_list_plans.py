@@ -12,7 +12,7 @@ import pytest
 
 from hub import db
 from hub.conversations import ListFilters, list_query_parts
-from hub.pagination import page_query
+from hub.pagination import encode_token, page_query
 from hub.tables import Conversation
 from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import fresh_pg_database
@@ -102,6 +102,15 @@ async def test_every_filter_uses_an_index_at_100k_conversations(pg_engine):
                 assert "Gather" not in plan, f"{name}:\n{plan}"
                 rows = await query
                 assert rows, name
+                # A later page seeks to its place in the index instead of walking the rows before it.
+                middle = await page_query(Conversation, conditions, ROWS // 20, "", order)
+                token = encode_token(middle[-1]["tm_create"], middle[-1]["id"])
+                later = page_query(Conversation, conditions, 100, token, order)
+                later_plan = "\n".join(r["QUERY PLAN"] for r in await engine.run_ddl(f"EXPLAIN {later}"))
+                if name in ("none", "owner", "status closed", "tag", "tag common"):
+                    assert any(
+                        "Index Cond" in line and "tm_create <=" in line for line in later_plan.splitlines()
+                    ), f"{name}, a later page:\n{later_plan}"
                 timings = []
                 for _ in range(30):
                     started = time.perf_counter()

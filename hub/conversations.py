@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +18,7 @@ from hub.pagination import fetch_page
 from hub.permissions import NIL_UUID, check_owner_or_admin, check_unassign, owner_type_for
 from hub.repo import get_scoped, now
 from hub.tables import Agent, Conversation, Message, Participant, StoredMedia
-from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tags_of
+from hub.tags import normalize_tag, normalize_tags, store_tags, tag_filter, tagged_in_list_order, tags_of
 
 CONVERSATION_TYPES = tuple(dict.fromkeys(CONVERSATION_TYPE.values()))
 BAD_OWNER = "owner_id does not reference an agent of this customer"
@@ -46,8 +46,19 @@ async def list_conversations(
     page_token: str,
     filters: ListFilters | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    conditions = list_conditions(customer_id, owner_id, filters or ListFilters())
-    return await fetch_page(Conversation, conditions, page_size, page_token)
+    conditions, order = list_query_parts(customer_id, owner_id, filters or ListFilters())
+    return await fetch_page(Conversation, conditions, page_size, page_token, order)
+
+
+def list_query_parts(
+    customer_id: UUID, owner_id: UUID | None, filters: ListFilters
+) -> tuple[list[Any], tuple[Any, Any] | None]:
+    """The list's conditions and its order columns (None: the conversations' own). A tag filter
+    drives the list through the tag's rows in list order (hub/tags.py)."""
+    if filters.tag is None:
+        return list_conditions(customer_id, owner_id, filters), None
+    tagged, order = tagged_in_list_order(customer_id, filters.tag)
+    return list_conditions(customer_id, owner_id, replace(filters, tag=None)) + tagged, order
 
 
 def list_conditions(customer_id: UUID, owner_id: UUID | None, filters: ListFilters) -> list[Any]:

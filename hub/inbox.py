@@ -66,8 +66,12 @@ async def list_page(
     if page_token:
         stamp, last_id = decode_token(page_token)
         where.append(
+            # The first bound is implied by the rest; alone it is the index range a later page
+            # seeks to (the OR would only filter, walking every row before the page).
             WhereRaw(
-                f"({ACTIVITY_SQL} < {{}} OR ({ACTIVITY_SQL} = {{}} AND conversations.id < {{}}))",
+                f"{ACTIVITY_SQL} <= {{}} AND ({ACTIVITY_SQL} < {{}} OR ({ACTIVITY_SQL} = {{}} "
+                "AND conversations.id < {}))",
+                stamp,
                 stamp,
                 stamp,
                 last_id,

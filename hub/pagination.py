@@ -47,12 +47,25 @@ def check_page_size(page_size: int) -> int:
     return page_size
 
 
-def page_query(table: type[Table], conditions: list[Any], page_size: int, page_token: str):
-    """The select of one page (one row more than the page, to know whether another follows)."""
-    tm_create, row_id = table.tm_create, table._meta.primary_key  # type: ignore[attr-defined]
+def page_query(
+    table: type[Table],
+    conditions: list[Any],
+    page_size: int,
+    page_token: str,
+    order: tuple[Any, Any] | None = None,
+):
+    """The select of one page (one row more than the page, to know whether another follows).
+
+    `order` names two columns equal to the row's (tm_create, id) to order and page by instead,
+    e.g. those of a joined table whose index walks a filter in list order (hub/tags.py)."""
+    tm_create, row_id = order or (table.tm_create, table._meta.primary_key)  # type: ignore[attr-defined]
     where = list(conditions)
     if page_token:
         tm, last_id = decode_token(page_token)
+        # The first condition is implied by the second; alone it is an index range both databases
+        # seek to, where the OR is only a filter on PostgreSQL (a page half-way through 1,000,000
+        # conversations walked the 500,000 before it: 330 ms).
+        where.append(tm_create <= tm)
         where.append((tm_create < tm) | ((tm_create == tm) & (row_id < last_id)))
     query = table.select().order_by(tm_create, row_id, ascending=False).limit(page_size + 1)
     if where:
@@ -61,11 +74,15 @@ def page_query(table: type[Table], conditions: list[Any], page_size: int, page_t
 
 
 async def fetch_page(
-    table: type[Table], conditions: list[Any], page_size: int, page_token: str
+    table: type[Table],
+    conditions: list[Any],
+    page_size: int,
+    page_token: str,
+    order: tuple[Any, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """One page of `table` rows matching all `conditions`, and the token of the next page ("")."""
     page_size = check_page_size(page_size)
-    rows = await page_query(table, conditions, page_size, page_token)
+    rows = await page_query(table, conditions, page_size, page_token, order)
     next_token = ""
     if len(rows) > page_size:
         rows = rows[:page_size]

@@ -142,6 +142,8 @@ class ConversationTag(Table, tablename="conversation_tags"):
     customer_id = Reference()
     conversation_id = Reference()
     tag = Varchar(length=50)
+    # The conversation's tm_create (it never changes): the tag's rows in list order (migration 0019).
+    tm_create = Timestamptz(null=True, default=None)
 
 
 class Message(Table, tablename="messages"):

@@ -67,15 +67,35 @@ async def store_tags(row: dict[str, Any], tags: list[str]) -> None:
         await ConversationTag.insert(
             *[
                 ConversationTag(
-                    id=uuid.uuid4(), customer_id=row["customer_id"], conversation_id=row["id"], tag=t
+                    id=uuid.uuid4(),
+                    customer_id=row["customer_id"],
+                    conversation_id=row["id"],
+                    tag=t,
+                    # The list's order key, for the tag's rows in list order (migration 0019).
+                    tm_create=row["tm_create"],
                 )
                 for t in new
             ]
         )
 
 
+def tagged_in_list_order(customer_id: UUID, tag: str) -> tuple[list[Any], tuple[Any, Any]]:
+    """Conditions on conversations (tagged `tag`, normalised here; a bad tag is 400) joining the
+    tag's `conversation_tags` rows, and the two columns of those rows to order and page by: the
+    conversation's (tm_create, id) copied there (migration 0019). Ordered so, both databases walk
+    the index (customer_id, tag, tm_create, conversation_id) newest first and read each listed
+    conversation by its key, however rare the tag; one tag row per conversation and tag, so the
+    join never repeats a conversation. (No `tm_create = conversations.tm_create` condition: the
+    planners count it as one more filter and misjudge the rows, which PostgreSQL answers with a
+    parallel hash join of every tagged conversation.)"""
+    value = normalize_tag(tag)
+    rows = Conversation.id.join_on(ConversationTag.conversation_id)
+    return [rows.customer_id == customer_id, rows.tag == value], (rows.tm_create, rows.conversation_id)
+
+
 def tag_filter(customer_id: UUID, tag: str):
-    """A condition on conversations: tagged `tag` (normalised here; a bad tag is 400).
+    """A condition on conversations: tagged `tag` (normalised here; a bad tag is 400). For orders
+    other than the list's (the inbox's activity order); the list joins `tagged_in_list_order`.
 
     PostgreSQL reads the GIN index over the tags column (migration 0015), which its planner
     prefers to a sequential scan even for common tags; SQLite reads the `conversation_tags` table."""

@@ -204,8 +204,43 @@ async def _with_data(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
     ]
 
 
+# take_fresh on PostgreSQL: taken, marked and read with its event in one statement (atomic by
+# itself; the row locks let a second shard or worker skip what this one took).
+_TAKE_FRESH_PG = f"""
+WITH taken AS (
+    SELECT id FROM webhook_deliveries WHERE fresh AND bucket % {{}} = {{}}
+    ORDER BY event_seq LIMIT {{}} FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE webhook_deliveries d SET fresh = false FROM taken WHERE d.id = taken.id
+    RETURNING {", ".join("d." + c._meta.db_column_name for c in _QUEUE_COLUMNS)}
+)
+SELECT m.*, e.data, e.tm_create AS event_time FROM marked m LEFT JOIN events e ON e.seq = m.event_seq
+WHERE m.status = '{webhooks.PENDING}' ORDER BY m.event_seq
+"""
+
+
+def _queued(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
+    return [
+        QueuedDelivery(
+            id=r["id"],
+            customer_id=r["customer_id"],
+            event_id=r["event_id"],
+            event_seq=r["event_seq"],
+            event_type=r["event_type"],
+            order_key=r["order_key"],
+            attempts=r["attempts"],
+            next_attempt_at=r["next_attempt_at"],
+            data=r["data"] if r["data"] is not None else "{}",
+            event_time=r["event_time"],
+        )
+        for r in rows
+    ]
+
+
 async def take_fresh(shard: int, shards: int, limit: int) -> list[QueuedDelivery]:
     """New and replayed deliveries of a shard, in event order; each is handed out once."""
+    if isinstance(current_engine(), PostgresEngine):
+        return _queued(await WebhookDelivery.raw(_TAKE_FRESH_PG, shards, shard, limit))
     where = [WebhookDelivery.fresh.eq(True), _in_shard(shard, shards)]
     if not await WebhookDelivery.exists().where(*where):
         return []

@@ -110,10 +110,10 @@ _RELAY_MARK = "UPDATE events SET relayed_at = $1 WHERE seq = ANY($2::integer[])"
 _RELAY_QUEUE = f"""
 INSERT INTO webhook_deliveries (id, customer_id, event_id, event_seq, event_type, conversation_id,
     order_key, bucket, status, fresh, attempts, last_error, next_attempt_at, tm_create, tm_update)
-SELECT d.id, d.customer_id, d.event_id, d.event_seq, d.event_type, d.conversation_id, d.order_key,
-    d.bucket, '{webhooks.PENDING}', true, 0, '', $9, $9, $9
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::text[], $6::uuid[], $7::uuid[],
-    $8::integer[]) AS d(id, customer_id, event_id, event_seq, event_type, conversation_id, order_key, bucket)
+SELECT gen_random_uuid(), d.customer_id, d.event_id, d.event_seq, d.event_type, d.conversation_id,
+    d.order_key, d.bucket, '{webhooks.PENDING}', true, 0, '', $8, $8, $8
+FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::uuid[], $6::uuid[], $7::integer[])
+    AS d(customer_id, event_id, event_seq, event_type, conversation_id, order_key, bucket)
 ON CONFLICT DO NOTHING
 """
 
@@ -133,7 +133,6 @@ async def _relay_batch_pg(conn, limit: int) -> list[dict[str, Any]]:
         keys = [r["conversation_id"] or r["id"] for r in queued]
         await conn.execute(
             _RELAY_QUEUE,
-            [uuid.uuid4() for _ in queued],
             [r["customer_id"] for r in queued],
             [r["id"] for r in queued],
             [r["seq"] for r in queued],

@@ -593,6 +593,16 @@ async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, 
         last = await conn.fetchval(
             "SELECT max(tm_delivered) FROM webhook_deliveries WHERE event_id = ANY($1)", ours
         )
+        spans = await conn.fetchrow(
+            "SELECT min(d.tm_create) AS queued0, max(d.tm_create) AS queued1, min(d.tm_delivered) AS sent0 "
+            "FROM webhook_deliveries d WHERE d.event_id = ANY($1)",
+            ours,
+        )
+        log(
+            "webhooks: after the COPY, queued from "
+            + ", ".join(f"{k} {v.timestamp() - wall0:.2f} s" for k, v in spans.items())
+            + f", last delivered {last.timestamp() - wall0:.2f} s"
+        )
         after = await receiver_stats(http, stats_url)
         # Where posts beyond one per event come from: retried attempts (at least once: the 5 s
         # attempt timeout under load) and deliveries of other events of the customer.

@@ -103,6 +103,11 @@ class ShardRound:
         self.customer_slots: dict[UUID, asyncio.Semaphore] = {}
         self.endpoints: dict[UUID, tuple[float, asyncio.Task]] = {}
         self.tasks: set[asyncio.Task] = set()
+        # Group commit of delivered outcomes: lanes wait for their outcome to be stored (so a
+        # restart never posts a lane's next delivery before its previous one is recorded), and
+        # what arrives while one write runs goes in the next, as one UPDATE.
+        self.to_record: list[tuple[UUID, int, int, asyncio.Future]] = []
+        self.recorder: asyncio.Task | None = None
         self.failure: BaseException | None = None
         self.stopping = False
         self.result = DeliverShardResult()
@@ -134,6 +139,9 @@ class ShardRound:
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.recorder is not None:
+                self.recorder.cancel()
+                await asyncio.gather(self.recorder, return_exceptions=True)
             raise
         finally:
             for _, task in self.endpoints.values():
@@ -274,7 +282,7 @@ class ShardRound:
                 outcome = await self.sender.send(endpoint, delivery)
             metrics.webhook_attempt("delivered" if outcome.ok else "failed")
             if outcome.ok:
-                await dispatch.record_delivered(delivery.id, attempts, outcome.status_code or 200)
+                await self._record_delivered(delivery.id, attempts, outcome.status_code or 200)
                 self._settled(delivery, delivered=True)
                 return True
             # 410 Gone is final (Standard Webhooks: stop sending); Retry-After can only delay.
@@ -294,6 +302,38 @@ class ShardRound:
             return False
         finally:
             self.inflight.discard(delivery.id)
+
+    def _record_delivered(self, delivery_id: UUID, attempts: int, status_code: int) -> asyncio.Future:
+        """Stores a delivered outcome with the others that come in meanwhile; done once committed."""
+        done = self.loop.create_future()
+        self.to_record.append((delivery_id, attempts, status_code, done))
+        if self.recorder is None:
+            self.recorder = asyncio.create_task(self._write_records())
+        return done
+
+    async def _write_records(self) -> None:
+        batch: list[tuple[UUID, int, int, asyncio.Future]] = []
+        try:
+            while self.to_record:
+                batch, self.to_record = self.to_record, []
+                try:
+                    await dispatch.record_delivered_many([(i, a, c) for i, a, c, _ in batch])
+                except Exception as exc:
+                    # The lanes waiting for this write fail, and with them the round.
+                    for *_, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for *_, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self.recorder = None
+            # Cancelled: whoever still waits is cancelled too (their outcome may not be stored).
+            for *_, done in batch + self.to_record:
+                if not done.done():
+                    done.cancel()
+            self.to_record = []
 
     async def _disable(self, customer_id: UUID, endpoint: webhooks.Endpoint, error: str) -> None:
         """The endpoint answered 410 Gone: disabled, its pending deliveries failed; every lane of

@@ -1,5 +1,7 @@
 """The bench's webhook receiver, in its own process: every post's Standard Webhooks signature is
-verified (the `standardwebhooks` library); `GET /stats` answers the counts.
+verified (the `standardwebhooks` library); `GET /stats` answers the counts. Delivery is at least
+once, so posts are also counted by distinct `webhook-id` (`ids`), as a receiver would dedupe them;
+`duplicates` lists (up to 100) ids that came more than once.
 
 `python -m tests.bench.receiver PORT SECRET`"""
 
@@ -11,7 +13,7 @@ import sys
 import uvicorn
 from standardwebhooks import Webhook, WebhookVerificationError
 
-stats = {"verified": 0, "bad_signature": 0, "ids": 0}
+stats = {"verified": 0, "bad_signature": 0, "ids": 0, "duplicates": []}
 seen: set[str] = set()
 
 
@@ -35,7 +37,12 @@ def make_app(secret: str):
             try:
                 verifier.verify(body, headers)
                 stats["verified"] += 1
-                seen.add(headers["webhook-id"])
+                webhook_id = headers["webhook-id"]
+                if webhook_id in seen:
+                    if len(stats["duplicates"]) < 100:
+                        stats["duplicates"].append(webhook_id)
+                else:
+                    seen.add(webhook_id)
                 stats["ids"] = len(seen)
             except WebhookVerificationError:
                 stats["bad_signature"] += 1

@@ -44,6 +44,12 @@ function request()
 end
 
 function response(status, headers, body)
+  if not running then
+    -- Said from the thread itself (init and wrk's check call run in wrk's main thread).
+    running = true
+    io.stderr:write("WRK_RUNNING\n")
+    io.stderr:flush()
+  end
   if status == 404 then return end
   if status == 200 then ok = ok + 1 else bad = bad + 1 end
   if ok + bad >= #queue then wrk.thread:stop() end

@@ -17,6 +17,21 @@ from pathlib import Path
 SCRIPT = Path(__file__).with_name("replay.lua")
 
 
+
+def interrupt(proc: subprocess.Popen) -> str:
+    """SIGINT until wrk prints its summary and exits. One is not always enough: a signal that lands
+    after wrk installed its handler but before its main thread went to sleep for `-d` only sets
+    the stop flag, and the sleep that follows lasts the whole duration."""
+    for _ in range(60):
+        try:
+            out, _ = proc.communicate(timeout=0.5)
+            return out
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+    proc.kill()
+    out, _ = proc.communicate()
+    return out
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -102,6 +117,7 @@ def replay(
         str(threads),
     ]
     ready: list[float] = []
+    running: list[float] = []
     try:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -109,19 +125,22 @@ def replay(
             for line in proc.stderr:
                 if line.startswith("WRK_READY"):
                     ready.append(time.perf_counter())
+                elif line.startswith("WRK_RUNNING"):
+                    running.append(time.perf_counter())
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
         tasks = Path(f"/proc/{proc.pid}/task")
         ended = None
         while proc.poll() is None:
-            # Every thread has stopped when only wrk's main thread (asleep until -d) is left.
-            if len(ready) >= threads and len(list(tasks.iterdir())) == 1:
+            # Every thread has stopped when only wrk's main thread (asleep until -d) is left, once
+            # each ran (`init` prints its readiness in wrk's main thread, before the thread exists).
+            if len(running) >= threads and len(list(tasks.iterdir())) == 1:
                 ended = time.perf_counter()
                 proc.send_signal(signal.SIGINT)
                 break
             time.sleep(0.005)
-        out, _ = proc.communicate(timeout=30)
+        out = interrupt(proc)
         reader.join(timeout=5)
     finally:
         Path(name).unlink(missing_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +45,6 @@ FILTERS = ["none", "owner_id", "status=open", "status=closed", "tag (1 %)", "acc
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the bench installs it)")
 def test_bench_runs_with_tiny_numbers_and_prints_every_field():
     env = {**os.environ, **TINY}
     answer = subprocess.run(
@@ -67,7 +65,6 @@ def test_bench_runs_with_tiny_numbers_and_prints_every_field():
     assert "[bench" in answer.stderr
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the bench installs it)")
 async def test_wrk_replay_sends_every_request_exactly_once():
     """wrk calls thread 0's request() once before the run to check it: the replay must not lose
     that request, nor send any twice, and counts only the real ones."""

@@ -22,13 +22,14 @@ async def post(client, tenant, token: str | None = None, **kwargs):
 
 async def open_owned_room(client, tenant, sender: str) -> dict:
     """A conversation with `sender`, owned by the tenant's agent, at an account with a flow."""
+    # A flow that only waits: with a worker in the session its runs write nothing meanwhile.
     flow = await create_flow(
-        tenant.customer_id, "echo", "", [ActionIn(id="a", type="conversation_send", option={"text": "x"})]
+        tenant.customer_id, "nap", "", [ActionIn(id="a", type="sleep", option={"duration_ms": 3_600_000})]
     )
     await accounts.update_account(tenant.customer_id, tenant.account["id"], {"message_flow_id": flow["id"]})
     assert (await post(client, tenant, sender=sender, body="first")).status_code == 200
     [conversation] = await Conversation.select().where(Conversation.customer_id == tenant.customer_id)
-    # The first message started a run; it is over by the time an agent takes over.
+    # The first message started a run; say it is over by the time an agent takes over.
     assert await Activeflow.count().where(Activeflow.conversation_id == conversation["id"]) == 1
     await Activeflow.update({Activeflow.status: "ended"}).where(
         Activeflow.conversation_id == conversation["id"]

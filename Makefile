@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	@# stdout stays the targets' own (make bench prints one JSON object there)
+	@$(VENV)/bin/python -m pip install --quiet --upgrade pip >&2
+	@$(VENV)/bin/python -m pip install --quiet -e ".[dev]" >&2
 	@touch $(STAMP)
 
 ## Run the whole product on embedded defaults (SQLite file, in-memory stores) in this terminal.
@@ -28,4 +29,4 @@ clean:
 ## Throughput and latency figures as one JSON object (PostgreSQL on 127.0.0.1:5432; load from wrk,
 ## installed with apt-get when missing). docs/benchmarks.md describes the fields and the knobs.
 bench: $(STAMP)
-	$(VENV)/bin/python -m tests.bench
+	@$(VENV)/bin/python -m tests.bench

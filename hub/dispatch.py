@@ -186,21 +186,17 @@ async def _with_data(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
         e["seq"]: e
         for e in await Event.select(Event.seq, Event.data, Event.tm_create).where(Event.seq.is_in(seqs))
     }
-    return [
-        QueuedDelivery(
-            id=r["id"],
-            customer_id=r["customer_id"],
-            event_id=r["event_id"],
-            event_seq=r["event_seq"],
-            event_type=r["event_type"],
-            order_key=r["order_key"],
-            attempts=r["attempts"],
-            next_attempt_at=r["next_attempt_at"],
-            data=events[r["event_seq"]]["data"] if r["event_seq"] in events else "{}",
-            event_time=events[r["event_seq"]]["tm_create"] if r["event_seq"] in events else None,
-        )
-        for r in rows
-    ]
+    none: dict[str, Any] = {}
+    return _queued(
+        [
+            {
+                **r,
+                "data": events.get(r["event_seq"], none).get("data"),
+                "event_time": events.get(r["event_seq"], none).get("tm_create"),
+            }
+            for r in rows
+        ]
+    )
 
 
 # take_fresh on PostgreSQL: taken, marked and read with its event in one statement (atomic by

@@ -173,17 +173,23 @@ async def undelivered(older_than_s: float, limit: int = 500) -> list[dict[str, A
         .order_by(DialogueMessage.tm_create)
         .limit(limit)
     )
-    out = []
-    for row in rows:
-        run = (
-            await Activeflow.select(Activeflow.workflow_id, Activeflow.status)
-            .where(Activeflow.id == row["activeflow_id"])
-            .first()
+    if not rows:
+        return []
+    runs = {
+        r["id"]: r
+        for r in await Activeflow.select(Activeflow.id, Activeflow.workflow_id, Activeflow.status).where(
+            Activeflow.id.is_in(list({row["activeflow_id"] for row in rows}))
         )
-        out.append(
-            {**row, "workflow_id": run["workflow_id"] if run else "", "run_status": run and run["status"]}
-        )
-    return out
+    }
+    none: dict[str, Any] = {}
+    return [
+        {
+            **row,
+            "workflow_id": runs.get(row["activeflow_id"], none).get("workflow_id", ""),
+            "run_status": runs.get(row["activeflow_id"], none).get("status"),
+        }
+        for row in rows
+    ]
 
 
 async def inbox(activeflow_id: UUID) -> list[dict[str, Any]]:

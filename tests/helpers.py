@@ -288,6 +288,25 @@ def migration_before(migration_id: str) -> str:
     return max(i for i in ids if i < migration_id)
 
 
+@contextlib.asynccontextmanager
+async def database_before(url: str, migration_id: str):
+    """The hub's tables bound to the database at `url`, migrated up to just before `migration_id`
+    (for a migration scenario run by run_migration_scenario); yields the engine."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    from hub import db
+
+    engine = await db.open_engine(url)
+    db.use_engine(engine)
+    await db.start(engine, pool_size=2)
+    try:
+        result = await run_forwards(app_name="hub", migration_id=migration_before(migration_id))
+        assert result.success, result.message
+        yield engine
+    finally:
+        await db.stop(engine)
+
+
 def run_migration_scenario(module: str, engine: str, tmp_path, admin_dsn: str, done_marker: str) -> None:
     """Runs `python -m <module> <database url>` on a fresh PostgreSQL database or SQLite file and
     checks it printed `done_marker`. A subprocess: binding the tables to a half-migrated database in

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import migration_before, run_migration_scenario
+from tests.helpers import database_before, run_migration_scenario
 
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 OURS = "2026-12-01T10:14:00:000000"
@@ -42,18 +42,11 @@ async def insert_conversation(conversation_id, customer_id, account_id, peer: st
 
 
 async def scenario(url: str) -> None:
-    from piccolo.apps.migrations.commands.forwards import run_forwards
-
     from hub import conversations, db
     from hub.permissions import ADMIN
     from hub.tables import Conversation
 
-    engine = await db.open_engine(url)
-    db.use_engine(engine)
-    await db.start(engine, pool_size=2)
-    try:
-        result = await run_forwards(app_name="hub", migration_id=migration_before(OURS))
-        assert result.success, result.message
+    async with database_before(url, OURS) as engine:
         customer_id, account_id = uuid.uuid4(), uuid.uuid4()
         stamp = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
         ids = [uuid.uuid4() for _ in range(3)]
@@ -74,8 +67,6 @@ async def scenario(url: str) -> None:
         await conversations.change_tags(customer_id, ids[0], uuid.uuid4(), ADMIN, remove=["vip"])
         listed, _ = await conversations.list_conversations(customer_id, None, 10, "", filters=vip)
         assert [r["id"] for r in listed] == [ids[2]]
-    finally:
-        await db.stop(engine)
 
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])

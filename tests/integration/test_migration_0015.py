@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.helpers import migration_before, run_migration_scenario
+from tests.helpers import database_before, run_migration_scenario
 from tests.integration.test_migration_0014 import insert_conversation
 
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -45,17 +45,10 @@ async def insert_message(
 
 
 async def scenario(url: str) -> None:
-    from piccolo.apps.migrations.commands.forwards import run_forwards
-
     from hub import conversations, db
     from hub.models import conversation_out
 
-    engine = await db.open_engine(url)
-    db.use_engine(engine)
-    await db.start(engine, pool_size=2)
-    try:
-        result = await run_forwards(app_name="hub", migration_id=migration_before(OURS))
-        assert result.success, result.message
+    async with database_before(url, OURS) as engine:
         customer_id, account_id = uuid.uuid4(), uuid.uuid4()
         stamp = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
         talk, quiet = uuid.uuid4(), uuid.uuid4()
@@ -81,8 +74,6 @@ async def scenario(url: str) -> None:
         assert shown.last_message.tm_create == stamp + timedelta(minutes=1)
         empty = conversation_out(await conversations.get_conversation(customer_id, quiet))
         assert empty.last_message is None and empty.tm_last_message is None and empty.status == "open"
-    finally:
-        await db.stop(engine)
 
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])

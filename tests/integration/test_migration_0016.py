@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import migration_before, run_migration_scenario
+from tests.helpers import database_before, run_migration_scenario
 from tests.integration.test_migration_0014 import insert_conversation
 
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -43,19 +43,12 @@ async def insert_run(run_id, customer_id, conversation_id, account_id, status, s
 
 
 async def scenario(url: str) -> None:
-    from piccolo.apps.migrations.commands.forwards import run_forwards
-
     from hub import activeflows, db, dialogues
     from hub.db import current_engine, transaction
     from hub.models import activeflow_out
     from hub.tables import Activeflow, Conversation
 
-    engine = await db.open_engine(url)
-    db.use_engine(engine)
-    await db.start(engine, pool_size=2)
-    try:
-        result = await run_forwards(app_name="hub", migration_id=migration_before(OURS))
-        assert result.success, result.message
+    async with database_before(url, OURS) as engine:
         customer_id, account_id, conversation_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         stamp = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
         await insert_conversation(conversation_id, customer_id, account_id, "+14155550001", stamp)
@@ -81,8 +74,6 @@ async def scenario(url: str) -> None:
         assert [r["state"] for r in await dialogues.inbox(running)] == ["unconsumed", "unconsumed"]
         row = await Activeflow.select(Activeflow.in_dialogue).where(Activeflow.id == running).first()
         assert row["in_dialogue"] is False
-    finally:
-        await db.stop(engine)
 
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import migration_before, run_migration_scenario
+from tests.helpers import database_before, run_migration_scenario
 
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 OURS = "2026-12-03T10:17:00:000000"
@@ -43,18 +43,11 @@ async def insert_run(run_id, customer_id, flow_id, conversation_id, account_id, 
 
 
 async def scenario(url: str) -> None:
-    from piccolo.apps.migrations.commands.forwards import run_forwards
-
     from hub import activeflows, db
     from hub.models import activeflow_out
     from hub.tables import Activeflow
 
-    engine = await db.open_engine(url)
-    db.use_engine(engine)
-    await db.start(engine, pool_size=2)
-    try:
-        result = await run_forwards(app_name="hub", migration_id=migration_before(OURS))
-        assert result.success, result.message
+    async with database_before(url, OURS) as engine:
         customer_id, flow_id, conversation_id, account_id = (uuid.uuid4() for _ in range(4))
         stamp = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
         ended, running = uuid.uuid4(), uuid.uuid4()
@@ -85,8 +78,6 @@ async def scenario(url: str) -> None:
         )
         shown = activeflow_out(await activeflows.get_activeflow(customer_id, child))
         assert shown.parent_id == running
-    finally:
-        await db.stop(engine)
 
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from tests.helpers import migration_before, run_migration_scenario
+from tests.helpers import database_before, run_migration_scenario
 
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 OURS = "2026-12-03T10:19:00:000000"
@@ -69,19 +69,12 @@ async def listed_ids(customer_id, filters, page_size: int) -> list:
 
 
 async def scenario(url: str) -> None:
-    from piccolo.apps.migrations.commands.forwards import run_forwards
-
     from hub import conversations, db
     from hub.conversations import ListFilters
     from hub.permissions import ADMIN
     from hub.tables import Conversation, ConversationTag
 
-    engine = await db.open_engine(url)
-    db.use_engine(engine)
-    await db.start(engine, pool_size=2)
-    try:
-        result = await run_forwards(app_name="hub", migration_id=migration_before(OURS))
-        assert result.success, result.message
+    async with database_before(url, OURS) as engine:
         customer_id, other_customer, account_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         base = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
         made = []  # (id, tm_create, tags, status)
@@ -161,8 +154,6 @@ async def scenario(url: str) -> None:
         # Another customer's tagged conversation is never listed.
         assert elsewhere not in await listed_ids(customer_id, ListFilters(tag="vip"), 100)
         assert await listed_ids(other_customer, ListFilters(tag="vip"), 100) == [elsewhere]
-    finally:
-        await db.stop(engine)
 
 
 @pytest.mark.parametrize("engine", ["postgres", "sqlite"])

@@ -7,14 +7,15 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from piccolo.engine.postgres import PostgresEngine
 
-from hub import events, participants
+from hub import events, list_pg, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import normalize_target, normalize_tel
-from hub.db import current_engine, transaction
+from hub.db import current_engine, pg_fetch, transaction
 from hub.errors import BadRequest
-from hub.models import conversation_out, last_message_json
-from hub.pagination import fetch_page
+from hub.models import ConversationOut, conversation_out, last_message_json, listed_conversation_out
+from hub.pagination import check_page_size, decode_token, fetch_page, page_of
 from hub.permissions import NIL_UUID, check_owner_or_admin, check_unassign, owner_type_for
 from hub.repo import get_scoped, now
 from hub.tables import Agent, Conversation, Message, Participant, StoredMedia
@@ -46,8 +47,44 @@ async def list_conversations(
     page_token: str,
     filters: ListFilters | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    conditions, order = list_query_parts(customer_id, owner_id, filters or ListFilters())
-    return await fetch_page(Conversation, conditions, page_size, page_token, order)
+    """One page of conversation rows (newest first) and the next page's token ("")."""
+    rows, token = await _list_rows(customer_id, owner_id, page_size, page_token, filters or ListFilters())
+    return [dict(row) for row in rows], token
+
+
+async def list_page(
+    customer_id: UUID,
+    owner_id: UUID | None,
+    page_size: int,
+    page_token: str,
+    filters: ListFilters | None = None,
+) -> tuple[list[ConversationOut], str]:
+    """`list_conversations` in its public form (what `GET /conversations` answers)."""
+    rows, token = await _list_rows(customer_id, owner_id, page_size, page_token, filters or ListFilters())
+    return [listed_conversation_out(row) for row in rows], token
+
+
+async def _list_rows(
+    customer_id: UUID, owner_id: UUID | None, page_size: int, page_token: str, filters: ListFilters
+) -> tuple[list[Any], str]:
+    """The page's rows: asyncpg Records through one prepared statement on PostgreSQL
+    (hub/list_pg.py), Piccolo's dicts on SQLite; checked in the same order either way (filters,
+    page size, page token)."""
+    engine = current_engine()
+    if not isinstance(engine, PostgresEngine):
+        conditions, order = list_query_parts(customer_id, owner_id, filters)
+        return await fetch_page(Conversation, conditions, page_size, page_token, order)
+    tag = normalize_tag(filters.tag) if filters.tag is not None else None
+    status = checked_status(filters.status) if filters.status is not None else None
+    type_ = checked_type(filters.type) if filters.type is not None else None
+    peer = peer_address(filters.peer) if filters.peer is not None else None
+    page_size = check_page_size(page_size)
+    after = decode_token(page_token) if page_token else None
+    sql, args = list_pg.page_statement(
+        customer_id, owner_id, status, filters.account_id, type_, peer, tag, after, page_size + 1
+    )
+    rows = await pg_fetch(engine, sql, args)
+    return page_of(rows, page_size)
 
 
 def list_query_parts(
@@ -69,23 +106,31 @@ def list_conditions(customer_id: UUID, owner_id: UUID | None, filters: ListFilte
     if filters.tag is not None:
         conditions.append(tag_filter(customer_id, filters.tag))
     if filters.status is not None:
-        if filters.status not in STATUSES:
-            raise BadRequest("status must be open or closed")
-        conditions.append(Conversation.status == filters.status)
+        conditions.append(Conversation.status == checked_status(filters.status))
     if filters.account_id is not None:
         conditions.append(Conversation.account_id == filters.account_id)
     if filters.type is not None:
-        if filters.type not in CONVERSATION_TYPES:
-            raise BadRequest(f"type must be one of {', '.join(CONVERSATION_TYPES)}")
-        conditions.append(Conversation.type == filters.type)
+        conditions.append(Conversation.type == checked_type(filters.type))
     if filters.peer is not None:
         conditions.append(_peer_filter(customer_id, filters.peer))
     return conditions
 
 
-def _peer_filter(customer_id: UUID, peer: str):
-    """Conversations with a live participant at this address (of any of its conversations'
-    statuses): a phone number in any common spelling, an email address in any case, a LINE id."""
+def checked_status(status: str) -> str:
+    if status not in STATUSES:
+        raise BadRequest("status must be open or closed")
+    return status
+
+
+def checked_type(type_: str) -> str:
+    if type_ not in CONVERSATION_TYPES:
+        raise BadRequest(f"type must be one of {', '.join(CONVERSATION_TYPES)}")
+    return type_
+
+
+def peer_address(peer: str) -> tuple[str, str]:
+    """The (address_type, target) a peer filter names: a phone number in any common spelling, an
+    email address in any case, a LINE id (400 when it is none of them)."""
     value = peer.strip()
     if "@" in value:
         address_type, target = "email", normalize_target("email", value)
@@ -95,6 +140,13 @@ def _peer_filter(customer_id: UUID, peer: str):
         address_type, target = "line", value
     if not target:
         raise BadRequest("peer must be a phone number, an email address or a LINE id")
+    return address_type, target
+
+
+def _peer_filter(customer_id: UUID, peer: str):
+    """Conversations with a live participant at this address (of any of its conversations'
+    statuses)."""
+    address_type, target = peer_address(peer)
     holders = Participant.select(Participant.conversation_id).where(
         Participant.customer_id == customer_id,
         Participant.address_type == address_type,

@@ -8,6 +8,7 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from piccolo.engine.base import Engine
@@ -100,6 +101,23 @@ async def _reset_if_needed(connection) -> None:
 async def stop(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine) and engine.pool:
         await engine.close_connection_pool()
+
+
+async def pg_fetch(engine: PostgresEngine, sql: str, args: list[Any]) -> list[Any]:
+    """A plain SQL statement's rows (asyncpg Records), for hot paths that skip Piccolo's query
+    building: on the transaction's connection when one is open, else on a pool connection (a new
+    one when the engine has no pool). asyncpg prepares each distinct text once per connection."""
+    transaction = engine.current_transaction.get()
+    if transaction is not None:
+        return await transaction.connection.fetch(sql, *args)
+    if engine.pool is None:
+        connection = await engine.get_new_connection()
+        try:
+            return await connection.fetch(sql, *args)
+        finally:
+            await connection.close()
+    async with engine.pool.acquire() as connection:
+        return await connection.fetch(sql, *args)
 
 
 async def migrate(engine: Engine, quiet: bool = True) -> None:

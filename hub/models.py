@@ -301,6 +301,46 @@ def conversation_out(
     return out
 
 
+_address_json = msgspec.json.Decoder(Address, strict=False)
+_tags_json = msgspec.json.Decoder(list[str], strict=False)
+_last_message_json = msgspec.json.Decoder(LastMessage | None, strict=False)
+
+
+def listed_conversation_out(row: Any) -> ConversationOut:
+    """`conversation_out(row)` without participants, built field by field from a row (a dict or
+    an asyncpg Record of every conversations column): the list's hundred rows skip the dict copy
+    and the generic conversion. tests/integration/test_list_fast_path.py holds the two equal."""
+    self_address, peer_address, tags, last_message = (
+        row["self_address"],
+        row["peer_address"],
+        row["tags"],
+        row["last_message"],
+    )
+    return ConversationOut(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        account_id=row["account_id"],
+        type=row["type"],
+        name=row["name"],
+        detail=row["detail"],
+        owner_type=row["owner_type"],
+        owner_id=row["owner_id"],
+        self_=_address_json.decode(self_address) if self_address else Address(),
+        peer=_address_json.decode(peer_address) if peer_address else Address(),
+        tags=_tags_json.decode(tags) if tags else [],
+        status=row["status"],
+        tm_closed=row["tm_closed"],
+        closed_reason=row["closed_reason"],
+        closed_note=row["closed_note"],
+        previous_conversation_id=row["previous_conversation_id"],
+        tm_last_message=row["tm_last_message"],
+        last_message=_last_message_json.decode(last_message) if last_message else None,
+        tm_create=row["tm_create"],
+        tm_update=row["tm_update"],
+        tm_delete=row["tm_delete"],
+    )
+
+
 def participant_out(row: dict[str, Any]) -> ParticipantOut:
     address = _json(row.get("address"), {})
     address.update(type=row["address_type"], target=row["target"], target_name=row["target_name"])

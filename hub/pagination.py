@@ -82,10 +82,13 @@ async def fetch_page(
 ) -> tuple[list[dict[str, Any]], str]:
     """One page of `table` rows matching all `conditions`, and the token of the next page ("")."""
     page_size = check_page_size(page_size)
-    rows = await page_query(table, conditions, page_size, page_token, order)
-    next_token = ""
-    if len(rows) > page_size:
-        rows = rows[:page_size]
-        last = rows[-1]
-        next_token = encode_token(last["tm_create"], last["id"])
-    return rows, next_token
+    return page_of(await page_query(table, conditions, page_size, page_token, order), page_size)
+
+
+def page_of(rows: list[Any], page_size: int) -> tuple[list[Any], str]:
+    """The page of the `page_size + 1` rows a page query read, and the next page's token ("")."""
+    if len(rows) <= page_size:
+        return rows, ""
+    rows = rows[:page_size]
+    last = rows[-1]
+    return rows, encode_token(last["tm_create"], last["id"])

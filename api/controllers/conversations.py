@@ -144,10 +144,10 @@ class ConversationController(Controller):
         filters = conversations.ListFilters(
             status=status, tag=tag, account_id=account_id, type=type, peer=peer
         )
-        rows, token = await conversations.list_conversations(
+        result, token = await conversations.list_page(
             caller.customer_id, owner, page_size, page_token, filters=filters
         )
-        return ConversationPage(result=[conversation_out(r) for r in rows], next_page_token=token)
+        return ConversationPage(result=result, next_page_token=token)
 
     @get("/{conversation_id:str}", summary="A conversation with its live participants")
     async def get_conversation(

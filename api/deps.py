@@ -63,7 +63,7 @@ async def caller_for_token(request: Request, jwt_token: str) -> Caller:
     change)."""
     settings: Settings = request.app.state.settings
     claims = read_token(jwt_token, settings.jwt_secret)
-    agent = await agents.get_active_agent(claims.agent_id)
+    agent = await agents.get_token_agent(claims.agent_id)
     if agent is None:
         raise Unauthorized("the token's agent no longer exists")
     if claims.version != agent["token_version"]:

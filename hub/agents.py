@@ -6,8 +6,10 @@ import uuid
 from typing import Any
 from uuid import UUID
 
+from piccolo.engine.postgres import PostgresEngine
+
 from hub import auth, conversations
-from hub.db import current_engine, transaction
+from hub.db import current_engine, pg_fetch, transaction
 from hub.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from hub.pagination import fetch_page
 from hub.permissions import ADMIN, ALL_BITS
@@ -91,6 +93,27 @@ async def change_own_password(agent_id: UUID, old_password: str, new_password: s
 
 async def get_active_agent(agent_id: UUID) -> dict[str, Any] | None:
     return await Agent.select().where(Agent.id == agent_id, Agent.tm_delete.is_null()).first()
+
+
+# What a request's caller needs of the agent its token names; on PostgreSQL one prepared
+# statement (hub.db.pg_fetch): every API request reads it.
+_TOKEN_AGENT = (
+    "SELECT id, customer_id, permission, token_version FROM agents WHERE id = $1 AND tm_delete IS NULL"
+)
+
+
+async def get_token_agent(agent_id: UUID) -> dict[str, Any] | None:
+    """The live agent's id, customer_id, permission and token_version (None when it is deleted
+    or unknown)."""
+    engine = current_engine()
+    if isinstance(engine, PostgresEngine):
+        rows = await pg_fetch(engine, _TOKEN_AGENT, [agent_id])
+        return dict(rows[0]) if rows else None
+    return (
+        await Agent.select(Agent.id, Agent.customer_id, Agent.permission, Agent.token_version)
+        .where(Agent.id == agent_id, Agent.tm_delete.is_null())
+        .first()
+    )
 
 
 async def get_agent(customer_id: UUID, agent_id: UUID) -> dict[str, Any]:

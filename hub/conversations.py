@@ -74,17 +74,23 @@ async def _list_rows(
     if not isinstance(engine, PostgresEngine):
         conditions, order = list_query_parts(customer_id, owner_id, filters)
         return await fetch_page(Conversation, conditions, page_size, page_token, order)
+    sql, args = list_statement(customer_id, owner_id, page_size, page_token, filters)
+    return page_of(await pg_fetch(engine, sql, args), page_size)
+
+
+def list_statement(
+    customer_id: UUID, owner_id: UUID | None, page_size: int, page_token: str, filters: ListFilters
+) -> tuple[str, list[Any]]:
+    """The PostgreSQL statement of one list page and its arguments (hub/list_pg.py)."""
     tag = normalize_tag(filters.tag) if filters.tag is not None else None
     status = checked_status(filters.status) if filters.status is not None else None
     type_ = checked_type(filters.type) if filters.type is not None else None
     peer = peer_address(filters.peer) if filters.peer is not None else None
     page_size = check_page_size(page_size)
     after = decode_token(page_token) if page_token else None
-    sql, args = list_pg.page_statement(
+    return list_pg.page_statement(
         customer_id, owner_id, status, filters.account_id, type_, peer, tag, after, page_size + 1
     )
-    rows = await pg_fetch(engine, sql, args)
-    return page_of(rows, page_size)
 
 
 def list_query_parts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,6 +72,15 @@ async def before_request(request: Request) -> Response | None:
     return None
 
 
+def settle_heap() -> None:
+    """Moves what start-up made (modules, the app, the engine: ~190,000 objects) out of the
+    garbage collector's reach. Each full collection otherwise walks all of them, 30-600 ms on
+    these machines, a pause that lands on whichever requests are in flight: two per thousand
+    lists, enough to set their p99. Collected once first, so no start-up garbage stays."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     if problem := settings.jwt_secret_problem():
@@ -87,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         app.state.login_throttle = LoginThrottle(settings, redis)
         app.state.readiness = Readiness(settings, engine, app.state.temporal)
+        settle_heap()
         try:
             yield
         finally:

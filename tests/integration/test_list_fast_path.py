@@ -2,10 +2,11 @@
 (hub.models.listed_conversation_out) answer exactly what the Piccolo query and `conversation_out`
 answer: the same conversations in the same order, the same JSON, the same page tokens, the same
 400s, for every filter alone and combined, on every page; on both databases. And the caller's
-agent read of every request (hub.agents.get_token_agent)."""
+agent read of every request (hub.agents.get_token_agent), and the API's settled heap."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
+from api.app import create_app
 from hub import accounts, agents, conversations, pagination
 from hub.conversations import ListFilters, list_query_parts
 from hub.errors import BadRequest
@@ -186,3 +188,14 @@ async def test_token_agent_is_the_live_agent(any_engine):
     await agents.delete_agent(tenant.customer_id, tenant.agent.id)
     assert await agents.get_token_agent(tenant.agent.id) is None
     assert await agents.get_token_agent(uuid.uuid4()) is None
+
+
+async def test_api_start_up_moves_its_heap_out_of_the_collectors_reach(settings, pg):
+    """A full collection would otherwise walk every object start-up made, pausing the requests in
+    flight (api.app.settle_heap)."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    app = create_app(settings)
+    async with app.lifespan():
+        assert gc.get_freeze_count() > 50_000
+    gc.unfreeze()

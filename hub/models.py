@@ -109,7 +109,9 @@ class AccountOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
-class LastMessage(msgspec.Struct, kw_only=True):
+# gc=False: never part of a reference cycle (scalars only), so not tracked by the garbage
+# collector; a list page makes a hundred of each.
+class LastMessage(msgspec.Struct, kw_only=True, gc=False):
     id: UUID
     direction: str
     # The first 200 characters.
@@ -135,7 +137,8 @@ class ParticipantOut(msgspec.Struct, kw_only=True):
     tm_delete: datetime | None = None
 
 
-class ConversationOut(msgspec.Struct, kw_only=True):
+# gc=False as LastMessage: nothing it holds refers back to it.
+class ConversationOut(msgspec.Struct, kw_only=True, gc=False):
     id: UUID
     customer_id: UUID
     account_id: UUID

@@ -13,7 +13,7 @@ from hub import auth
 from hub.auth import issue_token, read_token
 from hub.errors import Unauthorized
 
-SECRET = "unit-secret-0123456789-0123456789-abc"
+SECRET = "unit-secret-0123456789-0123456789-0123456789-0123456789"
 
 
 def test_a_valid_token_is_verified_once_and_read_alike_after():

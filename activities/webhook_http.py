@@ -73,8 +73,15 @@ def guarded_session(
 
 def check_url_host(url: str, allow_private: bool) -> None:
     """The resolver checks names; an address written in the URL never reaches it."""
-    if (literal := netguard.ip_literal(URL(url).host or "")) is not None:
+    if (literal := _address_in(url)) is not None:
         netguard.check_address(literal, allow_private)
+
+
+@lru_cache(maxsize=1024)
+def _address_in(url: str) -> str | None:
+    """The IP address written as the URL's host, if it is one (parsed once per URL: every post
+    to an endpoint checks it)."""
+    return netguard.ip_literal(URL(url).host or "")
 
 
 @lru_cache(maxsize=1024)

@@ -566,11 +566,12 @@ async def webhook_figures(
             )
             for i in range(WEBHOOK_N)
         ]
-        started = time.perf_counter()
+        started, bench_cpu0 = time.perf_counter(), cpu_seconds(os.getpid())
         attempts = await bounded(
             WEBHOOK_N, lambda i: sender.send(target, deliveries[i]), Settings().webhook_customer_concurrency
         )
         bare_rate = WEBHOOK_N / (time.perf_counter() - started)
+        bare_cpu = cpu_seconds(os.getpid()) - bench_cpu0
         await sender.aclose()
         assert all(a.ok for a in attempts), [a for a in attempts if not a.ok][:3]
         before = await receiver_stats(http, stats_url)
@@ -652,6 +653,8 @@ async def webhook_figures(
         "http_bare_post_per_s": round(bare_rate, 1),
         "webhook_first_post_s": round(spans["sent0"].timestamp() - wall0, 3),
         "webhook_worker_cpu_ms_per_event": round(1000 * worker_cpu / WEBHOOK_N, 3),
+        # The bench process's CPU per bare post (it also runs the fake providers, idle meanwhile).
+        "http_bare_cpu_ms_per_post": round(1000 * bare_cpu / WEBHOOK_N, 3),
         "webhooks_verified": after["verified"],
         "webhooks_distinct_ids": after["ids"],
         "webhooks_retried_deliveries": len(retried),

@@ -388,6 +388,8 @@ class ShardRound:
         if cached is None or self.loop.time() - cached[0] > ENDPOINT_TTL_S:
             task = asyncio.create_task(webhooks.endpoints([customer_id]))
             cached = self.endpoints[customer_id] = (self.loop.time(), task)
+        elif cached[1].done() and not cached[1].cancelled() and cached[1].exception() is None:
+            return cached[1].result().get(customer_id)  # the common case: no shield, no await
         try:
             found = await asyncio.shield(cached[1])
         except Exception:

@@ -587,6 +587,7 @@ async def webhook_figures(
             )
             for i in range(WEBHOOK_N)
         ]
+        log(f"webhooks: {bare_rate:.0f} bare posts/s; the outbox COPY")
         wall0 = time.time()
         cpu0 = cpu_seconds(worker_pid)
         await conn.copy_records_to_table(

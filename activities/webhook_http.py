@@ -73,8 +73,24 @@ def guarded_session(
 
 def check_url_host(url: str, allow_private: bool) -> None:
     """The resolver checks names; an address written in the URL never reaches it."""
-    if (literal := netguard.ip_literal(URL(url).host or "")) is not None:
+    if (literal := _address_in(url)) is not None:
         netguard.check_address(literal, allow_private)
+
+
+@lru_cache(maxsize=1024)
+def _parsed(url: str) -> URL:
+    """An endpoint's URL, parsed once: every post to it needs it."""
+    return URL(url)
+
+
+def _address_in(url: str) -> str | None:
+    """The IP address written as the URL's host, if it is one."""
+    return _literal_host(_parsed(url).host or "")
+
+
+@lru_cache(maxsize=1024)
+def _literal_host(host: str) -> str | None:
+    return netguard.ip_literal(host)
 
 
 @lru_cache(maxsize=1024)
@@ -113,8 +129,14 @@ class WebhookSender:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # No session timeout: `send` bounds the whole exchange itself (one timer per post, not
+            # two). No cookie jar: an endpoint's cookies must not ride along on later webhooks.
             self._session = guarded_session(
-                self.allow_private, self.timeout_s, self.max_connections, headers={"user-agent": USER_AGENT}
+                self.allow_private,
+                None,
+                self.max_connections,
+                headers={"user-agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -139,7 +161,7 @@ class WebhookSender:
             # A deadline for the whole exchange, however slowly the endpoint drips its answer.
             async with asyncio.timeout(self.timeout_s):
                 async with self._http().request(
-                    endpoint.method, endpoint.uri, data=body, headers=headers, allow_redirects=False
+                    endpoint.method, _parsed(endpoint.uri), data=body, headers=headers, allow_redirects=False
                 ) as answer:
                     snippet = await _read_answer(answer)
                     status = answer.status

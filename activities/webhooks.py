@@ -40,6 +40,22 @@ class WebhookActivities:
         self.settings = settings
         # Read once, so a malformed HUB_WEBHOOK_RETRY_SCHEDULE_S stops the worker at start.
         self.schedule = settings.resolved_webhook_retry_schedule
+        # Set (and replaced) when this process's relay queued deliveries: the shard rounds of this
+        # process take them at once instead of at their next poll. Rounds in other processes poll.
+        self._relayed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def relayed(self) -> asyncio.Event:
+        """What a shard round waits on between polls (one per event loop: an Event is bound to
+        the loop that first waits on it)."""
+        loop = asyncio.get_running_loop()
+        if self._relayed is None or self._relayed[0] is not loop:
+            self._relayed = (loop, asyncio.Event())
+        return self._relayed[1]
+
+    def _wake_shards(self) -> None:
+        if self._relayed is not None:
+            self._relayed[1].set()
+            self._relayed = None
 
     @activity.defn(name="relay_events")
     async def relay_events(self, data: RelayInput) -> RelayResult:
@@ -51,6 +67,7 @@ class WebhookActivities:
             rows = await dispatch.relay_batch(data.batch_size)
             if rows:
                 relayed += len(rows)
+                self._wake_shards()
                 await self._publish(rows)
             activity.heartbeat(relayed)
             if len(rows) < data.batch_size:
@@ -86,6 +103,7 @@ class Lane:
 class ShardRound:
     def __init__(self, acts: WebhookActivities, data: DeliverShardInput) -> None:
         self.settings = acts.settings
+        self.acts = acts
         self.sender = acts.sender
         self.data = data
         self.schedule = acts.schedule
@@ -126,7 +144,7 @@ class ShardRound:
                 self._unpark_due()
                 activity.heartbeat(self.result.delivered)
                 if len(fresh) < FRESH_BATCH:
-                    await asyncio.sleep(self.settings.webhook_poll_interval_s)
+                    await self._wait_for_work()
             # Posts in flight finish (they are bounded by the attempt timeout); no new ones start.
             self.stopping = True
             while self.tasks:
@@ -147,6 +165,13 @@ class ShardRound:
             for _, task in self.endpoints.values():
                 task.cancel()
         return self.result
+
+    async def _wait_for_work(self) -> None:
+        """Until the next poll, or sooner when this process's relay queued deliveries."""
+        try:
+            await asyncio.wait_for(self.acts.relayed().wait(), self.settings.webhook_poll_interval_s)
+        except TimeoutError:
+            pass
 
     def _raise_lane_failure(self) -> None:
         if self.failure is not None:
@@ -363,6 +388,8 @@ class ShardRound:
         if cached is None or self.loop.time() - cached[0] > ENDPOINT_TTL_S:
             task = asyncio.create_task(webhooks.endpoints([customer_id]))
             cached = self.endpoints[customer_id] = (self.loop.time(), task)
+        elif cached[1].done() and not cached[1].cancelled() and cached[1].exception() is None:
+            return cached[1].result().get(customer_id)  # the common case: no shield, no await
         try:
             found = await asyncio.shield(cached[1])
         except Exception:

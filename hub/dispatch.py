@@ -64,6 +64,18 @@ def bucket_of(order_key: UUID) -> int:
     return order_key.int % BUCKETS
 
 
+def _pg_pool():
+    """The pool, for a lone statement on PostgreSQL outside any transaction; None otherwise."""
+    engine = current_engine()
+    if (
+        isinstance(engine, PostgresEngine)
+        and engine.pool is not None
+        and engine.current_transaction.get() is None
+    ):
+        return engine.pool
+    return None
+
+
 def _in_shard(shard: int, shards: int) -> WhereRaw:
     return WhereRaw("bucket % {} = {}", shards, shard)
 
@@ -79,8 +91,13 @@ def _locked(query):
 async def relay_batch(limit: int) -> list[dict[str, Any]]:
     """Takes up to `limit` unrelayed events in `seq` order, marks them relayed and queues a delivery
     for each whose customer has a webhook, in one transaction. Returns the events."""
-    # A read first: an idle relay must not take SQLite's write lock several times a second.
-    if not await Event.exists().where(Event.relayed_at.is_null()):
+    # A read first: an idle relay must not take SQLite's write lock several times a second (nor
+    # open a transaction on PostgreSQL: three round trips instead of one).
+    if (pool := _pg_pool()) is not None:
+        async with pool.acquire() as conn:
+            if not await conn.fetchval(_RELAY_ANY):
+                return []
+    elif not await Event.exists().where(Event.relayed_at.is_null()):
         return []
     engine = current_engine()
     async with transaction(engine) as txn:
@@ -102,6 +119,7 @@ async def relay_batch(limit: int) -> list[dict[str, Any]]:
     return rows
 
 
+_RELAY_ANY = "SELECT EXISTS (SELECT 1 FROM events WHERE relayed_at IS NULL)"
 _RELAY_TAKE = f"""
 SELECT {", ".join(c._meta.db_column_name for c in _RELAY_COLUMNS)} FROM events
 WHERE relayed_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -203,8 +221,8 @@ async def _with_data(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
 # itself; the row locks let a second shard or worker skip what this one took).
 _TAKE_FRESH_PG = f"""
 WITH taken AS (
-    SELECT id FROM webhook_deliveries WHERE fresh AND bucket % {{}} = {{}}
-    ORDER BY event_seq LIMIT {{}} FOR UPDATE SKIP LOCKED
+    SELECT id FROM webhook_deliveries WHERE fresh AND bucket % $1 = $2
+    ORDER BY event_seq LIMIT $3 FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE webhook_deliveries d SET fresh = false FROM taken WHERE d.id = taken.id
     RETURNING {", ".join("d." + c._meta.db_column_name for c in _QUEUE_COLUMNS)}
@@ -234,8 +252,9 @@ def _queued(rows: list[dict[str, Any]]) -> list[QueuedDelivery]:
 
 async def take_fresh(shard: int, shards: int, limit: int) -> list[QueuedDelivery]:
     """New and replayed deliveries of a shard, in event order; each is handed out once."""
-    if isinstance(current_engine(), PostgresEngine):
-        return _queued(await WebhookDelivery.raw(_TAKE_FRESH_PG, shards, shard, limit))
+    if (pool := _pg_pool()) is not None:
+        async with pool.acquire() as conn:
+            return _queued(await conn.fetch(_TAKE_FRESH_PG, shards, shard, limit))
     where = [WebhookDelivery.fresh.eq(True), _in_shard(shard, shards)]
     if not await WebhookDelivery.exists().where(*where):
         return []
@@ -269,8 +288,21 @@ async def pending_heads(shard: int, shards: int) -> list[Head]:
     return [Head(r["order_key"], r["event_seq"], r["next_attempt_at"]) for r in rows]
 
 
+_PENDING_FOR_KEY_PG = f"""
+SELECT {", ".join("d." + c._meta.db_column_name for c in _QUEUE_COLUMNS)}, e.data, e.tm_create AS event_time
+FROM webhook_deliveries d LEFT JOIN events e ON e.seq = d.event_seq
+WHERE d.order_key = $1 AND d.status = '{webhooks.PENDING}' AND d.event_seq > $2
+ORDER BY d.event_seq LIMIT $3
+"""
+
+
 async def pending_for_key(order_key: UUID, after_seq: int, limit: int) -> list[QueuedDelivery]:
     """Pending deliveries of one order key after `after_seq`, in event order."""
+    if (pool := _pg_pool()) is not None:
+        # One statement with the events' data (a lane reads a page per key; Piccolo's two queries
+        # cost more than the statements themselves).
+        async with pool.acquire() as conn:
+            return _queued(await conn.fetch(_PENDING_FOR_KEY_PG, order_key, after_seq, limit))
     rows = (
         await WebhookDelivery.select(*_QUEUE_COLUMNS)
         .where(
@@ -288,9 +320,29 @@ async def record_delivered(delivery_id: UUID, attempts: int, status_code: int) -
     await record_delivered_many([(delivery_id, attempts, status_code)])
 
 
+# record_delivered_many on PostgreSQL: the lot in one plain statement (no Piccolo query building).
+_DELIVERED_PG = f"""
+UPDATE webhook_deliveries w SET status = '{webhooks.DELIVERED}', attempts = o.attempts,
+    last_status_code = o.status_code, last_error = '', next_attempt_at = NULL, tm_delivered = $4,
+    tm_update = $4
+FROM unnest($1::uuid[], $2::integer[], $3::integer[]) AS o(id, attempts, status_code)
+WHERE w.id = o.id
+"""
+
+
 async def record_delivered_many(outcomes: list[tuple[UUID, int, int]]) -> None:
-    """Delivered attempts, each `(delivery id, attempts, status code)`: one `UPDATE` per distinct
-    (attempts, status code), nearly always one for the lot."""
+    """Delivered attempts, each `(delivery id, attempts, status code)`: on PostgreSQL one `UPDATE`;
+    elsewhere one per distinct (attempts, status code), nearly always one for the lot."""
+    if (pool := _pg_pool()) is not None:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                _DELIVERED_PG,
+                [o[0] for o in outcomes],
+                [o[1] for o in outcomes],
+                [o[2] for o in outcomes],
+                now(),
+            )
+        return
     groups: dict[tuple[int, int], list[UUID]] = {}
     for delivery_id, attempts, status_code in outcomes:
         groups.setdefault((attempts, status_code), []).append(delivery_id)

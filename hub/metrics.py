@@ -59,8 +59,14 @@ def activeflow_end(status: str) -> None:
     ACTIVEFLOW_ENDS.labels(status=status).inc()
 
 
+_WEBHOOK_ATTEMPTS_BY_OUTCOME = {
+    outcome: WEBHOOK_ATTEMPTS.labels(outcome=outcome) for outcome in ("delivered", "failed")
+}
+
+
 def webhook_attempt(outcome: str) -> None:
-    WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+    # The children looked up once: this runs for every post.
+    (_WEBHOOK_ATTEMPTS_BY_OUTCOME.get(outcome) or WEBHOOK_ATTEMPTS.labels(outcome=outcome)).inc()
 
 
 def conversations_closed(reason: str, count: int = 1) -> None:

@@ -39,8 +39,9 @@ class Receiver:
     # Non-zero: every signed request is answered with this status and these headers instead.
     answer_status: int = 0
     answer_headers: dict[str, str] = field(default_factory=dict)
-    # When each request arrived (loop time), beside `requests`.
+    # When each request arrived (loop time), and its headers, beside `requests`.
     request_times: list[float] = field(default_factory=list)
+    request_headers: list[dict[str, str]] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task | None = None
 
@@ -86,6 +87,7 @@ class Receiver:
         webhook_id = headers.get("webhook-id", "")
         self.requests.append(webhook_id)
         self.request_times.append(asyncio.get_running_loop().time())
+        self.request_headers.append(headers)
         verified_by = set()
         for secret in self.secrets:
             try:

@@ -145,6 +145,18 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its children so far."""
+    total = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_peak_mb(pid: int) -> float:
     """The peak resident set (VmHWM) of a process and its children, summed, in MB."""
     total = 0
@@ -394,7 +406,7 @@ async def main() -> dict:
 
             log(f"webhooks: {WEBHOOK_N} outbox events to a local receiver, and {WEBHOOK_N} bare posts")
             result |= await webhook_figures(
-                conn, customer["id"], [r["id"] for r in rooms], receiver_port, procs
+                conn, customer["id"], [r["id"] for r in rooms], receiver_port, procs, worker.pid
             )
 
             log(f"listing with {CONVERSATIONS_N} conversations (COPY)")
@@ -520,7 +532,9 @@ async def receiver_stats(http: httpx.AsyncClient, url: str) -> dict:
     return (await http.get(url)).json()
 
 
-async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, procs: list) -> dict:
+async def webhook_figures(
+    conn, customer_id, conversation_ids: list, port: int, procs: list, worker_pid: int
+) -> dict:
     """Outbox events to a verifying receiver, beside the same HTTP client posting the same bodies."""
     endpoint = f"http://127.0.0.1:{port}/hooks/hub"
     configured_at = datetime.now(UTC)
@@ -552,11 +566,12 @@ async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, 
             )
             for i in range(WEBHOOK_N)
         ]
-        started = time.perf_counter()
+        started, bench_cpu0 = time.perf_counter(), cpu_seconds(os.getpid())
         attempts = await bounded(
             WEBHOOK_N, lambda i: sender.send(target, deliveries[i]), Settings().webhook_customer_concurrency
         )
         bare_rate = WEBHOOK_N / (time.perf_counter() - started)
+        bare_cpu = cpu_seconds(os.getpid()) - bench_cpu0
         await sender.aclose()
         assert all(a.ok for a in attempts), [a for a in attempts if not a.ok][:3]
         before = await receiver_stats(http, stats_url)
@@ -572,7 +587,9 @@ async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, 
             )
             for i in range(WEBHOOK_N)
         ]
+        log(f"webhooks: {bare_rate:.0f} bare posts/s; the outbox COPY")
         wall0 = time.time()
+        cpu0 = cpu_seconds(worker_pid)
         await conn.copy_records_to_table(
             "events", records=records, columns=["id", "customer_id", "conversation_id", "type", "data"]
         )
@@ -586,6 +603,8 @@ async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, 
                 ours,
             )
             if delivered >= WEBHOOK_N:
+                # The worker's CPU over the delivery (to within the 0.1 s poll of this loop).
+                worker_cpu = cpu_seconds(worker_pid) - cpu0
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {delivered} of {WEBHOOK_N} webhooks delivered")
@@ -601,7 +620,7 @@ async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, 
         log(
             "webhooks: after the COPY, queued from "
             + ", ".join(f"{k} {v.timestamp() - wall0:.2f} s" for k, v in spans.items())
-            + f", last delivered {last.timestamp() - wall0:.2f} s"
+            + f", last delivered {last.timestamp() - wall0:.2f} s; worker CPU {worker_cpu:.2f} s"
         )
         after = await receiver_stats(http, stats_url)
         # Where posts beyond one per event come from: retried attempts (at least once: the 5 s
@@ -633,6 +652,10 @@ async def webhook_figures(conn, customer_id, conversation_ids: list, port: int, 
     return {
         "webhook_delivered_per_s": round(WEBHOOK_N / max(last.timestamp() - wall0, 1e-9), 1),
         "http_bare_post_per_s": round(bare_rate, 1),
+        "webhook_first_post_s": round(spans["sent0"].timestamp() - wall0, 3),
+        "webhook_worker_cpu_ms_per_event": round(1000 * worker_cpu / WEBHOOK_N, 3),
+        # The bench process's CPU per bare post (it also runs the fake providers, idle meanwhile).
+        "http_bare_cpu_ms_per_post": round(1000 * bare_cpu / WEBHOOK_N, 3),
         "webhooks_verified": after["verified"],
         "webhooks_distinct_ids": after["ids"],
         "webhooks_retried_deliveries": len(retried),

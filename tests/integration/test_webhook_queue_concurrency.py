@@ -112,6 +112,20 @@ async def _race(engine) -> None:
     # Delivered outcomes stored together, each with its own attempts and status code.
     first, second = handed[0], handed[1]
     await dispatch.record_delivered_many([(first.id, 1, 200), (second.id, 3, 204)])
+    # A lane's page: its key's pending deliveries after a seq, in event order, with their events' data
+    # (the delivered ones no longer among them).
+    key = first.order_key
+    of_key = sorted((d for d in handed if d.order_key == key), key=lambda d: d.event_seq)
+    after = of_key[0].event_seq - 1
+    page = await dispatch.pending_for_key(key, after, 5)
+    expected = [d for d in of_key if d.id not in (first.id, second.id) and d.event_seq > after][:5]
+    assert [d.id for d in page] == [d.id for d in expected] and len(page) == 5
+    for d in page:
+        event = by_id[d.event_id]
+        assert d.data == event.data and d.event_time is not None and d.customer_id == customer["id"]
+        assert (d.event_type, d.attempts) == (event.type, 0)
+    later = await dispatch.pending_for_key(key, page[-1].event_seq, 1000)
+    assert [d.id for d in later] == [d.id for d in of_key if d.event_seq > page[-1].event_seq]
     stored = {
         r["id"]: r
         for r in await WebhookDelivery.select().where(WebhookDelivery.id.is_in([first.id, second.id]))

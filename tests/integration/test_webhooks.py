@@ -377,6 +377,28 @@ async def test_private_and_loopback_targets_are_refused_when_the_guard_is_on(gua
     await guarded_client.put("/v1.0/customer", json={"webhook_uri": ""}, headers=tenant.admin.headers)
 
 
+async def test_an_endpoints_cookies_ride_along_on_no_later_webhook():
+    """The client keeps no cookie jar: what one answer sets is never sent with the next post (to
+    this customer or another on the same host)."""
+    receiver = await Receiver(answer_status=200, answer_headers={"set-cookie": "session=abc; Path=/"}).start()
+    secret = new_secret()
+    receiver.secrets.append(secret)
+    sender = WebhookSender(allow_private=True, timeout_s=5)
+    endpoint = Endpoint(f"http://localhost:{receiver.port}/hook", "POST", (secret,))
+    try:
+        for n in range(2):
+            delivery = QueuedDelivery(
+                uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), n, "conversation_updated", uuid.uuid4(), 0, None
+            )
+            attempt = await sender.send(endpoint, delivery)
+            assert attempt.ok and attempt.status_code == 200, attempt
+    finally:
+        await sender.aclose()
+        await receiver.stop()
+    assert len(receiver.request_headers) == 2 and receiver.bad_signatures == 0
+    assert "cookie" not in receiver.request_headers[1], receiver.request_headers[1]
+
+
 async def test_the_guard_is_checked_again_when_connecting():
     """A target that passed the check (or whose DNS answer changed since) is refused when the
     connection is made, whether the URL names a host or an address."""

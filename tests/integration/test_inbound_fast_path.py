@@ -224,3 +224,41 @@ async def test_a_connection_given_back_inside_a_transaction_is_reset(pg_engine, 
     finally:
         for c in held:
             await pool.release(c)
+
+
+async def test_hook_account_reads_are_shared_and_a_change_meanwhile_is_not_cached(client, monkeypatch):
+    """Requests that find the hook account's cache entry expired share one query; a change made
+    while that query runs (forget_cached) keeps its row out of the cache, so the next request
+    reads the account again."""
+    tenant = await make_tenant()
+    account_id = tenant.account["id"]
+    accounts.forget_cached()
+    reads, release = [], asyncio.Event()
+    original = accounts._read_hook_account
+
+    async def slow_read(wanted, generation):
+        reads.append(wanted)
+        await release.wait()
+        return await original(wanted, generation)
+
+    monkeypatch.setattr(accounts, "_read_hook_account", slow_read)
+    waiting = [asyncio.ensure_future(accounts.get_account_for_hook(account_id)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    assert reads == [account_id]
+    release.set()
+    found = await asyncio.gather(*waiting)
+    assert {row["id"] for row in found} == {account_id} and found[0]["token"] == tenant.auth_token
+    assert len(reads) == 1 and account_id in accounts._hook_cache
+    found[0]["token"] = "changed by a caller"  # each caller has its own copy
+    assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token
+
+    accounts.forget_cached(account_id)
+    release.clear()
+    reading = asyncio.ensure_future(accounts.get_account_for_hook(account_id))
+    await asyncio.sleep(0.01)
+    accounts.forget_cached(account_id)  # a change lands while the read runs
+    release.set()
+    assert (await reading)["id"] == account_id
+    assert account_id not in accounts._hook_cache
+    assert (await accounts.get_account_for_hook(account_id))["id"] == account_id
+    assert len(reads) == 3 and account_id in accounts._hook_cache

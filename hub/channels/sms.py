@@ -75,10 +75,21 @@ def status_callback_url(public_url: str, account_id: UUID | str, message_id: UUI
 
 
 def parse_form(body: bytes) -> dict[str, str]:
+    return dict(_recent_form(body) if len(body) <= _CACHED_FORM_BYTES else _form_items(body))
+
+
+# verify and then parse read the same body: its fields are kept for the last few (small) bodies.
+_CACHED_FORM_BYTES = 65_536
+
+
+def _form_items(body: bytes) -> tuple[tuple[str, str], ...]:
     try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
+        return tuple(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("body must be application/x-www-form-urlencoded") from exc
+
+
+_recent_form = lru_cache(maxsize=16)(_form_items)
 
 
 def verify(account: dict[str, Any], request: HookRequest, body: bytes) -> bool:

@@ -257,6 +257,7 @@ async def main(args) -> dict:
                             "-r",
                             "200",
                             "--nonblocking",
+                            *(["--native"] if args.native else []),
                         ],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
@@ -272,8 +273,23 @@ async def main(args) -> dict:
                 result.update(run_wrk(base, script, args.seconds, args.connections, args.threads))
                 # A backend connected during the run counts from 0.
                 backends |= {r["pid"] for r in await conn.fetch(backends_sql, name)}
-                await conn.close()
                 done = max(result["requests"], 1)
+                if args.pg_backends:
+                    # Which statements the database's CPU went to: each backend's ms per request.
+                    info = await conn.fetch(
+                        "SELECT pid, backend_type, left(query, 60) AS query FROM pg_stat_activity "
+                        "WHERE datname = $1",
+                        name,
+                    )
+                    per_request = [
+                        (round((_cpu([r["pid"]]) - before.get(r["pid"], 0.0)) * 1000 / done, 3), r)
+                        for r in info
+                    ]
+                    result["pg_backends"] = [
+                        [ms, r["backend_type"], " ".join(r["query"].split())]
+                        for ms, r in sorted(per_request, key=lambda item: -item[0])
+                    ]
+                await conn.close()
                 # CPU per request: the API processes, the database's backends (the API's pool and
                 # the worker's), and the worker (the outbox relay).
                 for key, pids in (("api", api_pids), ("pg", backends), ("worker", worker_pids)):
@@ -440,6 +456,8 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--pyspy", default="")
+    parser.add_argument("--native", action="store_true", help="py-spy records native (C, Cython) frames too")
+    parser.add_argument("--pg-backends", action="store_true", help="CPU per request of each database backend")
     parsed = parser.parse_args()
     if parsed.mode == "unassigned" and not parsed.requests:
         parsed.requests = 300

@@ -129,6 +129,11 @@ async def get_account_for_hook(account_id: UUID) -> dict[str, Any] | None:
     cached = _hook_cache.get(account_id)
     if cached is not None and time.monotonic() - cached[0] < HOOK_CACHE_S:
         return dict(cached[1])
+    transaction = getattr(Account._meta.db, "current_transaction", None)
+    if transaction is not None and transaction.get() is not None:
+        # Inside a transaction, the read is the caller's own (it may see its uncommitted writes).
+        row = await _read_hook_account(account_id, _hook_generation - 1)
+        return None if row is None else dict(row)
     reading = _hook_reads.get(account_id)
     if reading is None or reading.get_loop() is not asyncio.get_running_loop():
         reading = asyncio.ensure_future(_read_hook_account(account_id, _hook_generation))

@@ -126,6 +126,7 @@ async def test_concurrent_messages_to_an_owned_room_keep_event_order(client):
         )
         .order_by(Event.seq)
     )
+
     # The first message's run may have replied (with a worker in the session): inbound only.
     def inbound_message(event) -> dict:
         data = json.loads(event["data"])
@@ -262,3 +263,25 @@ async def test_hook_account_reads_are_shared_and_a_change_meanwhile_is_not_cache
     assert account_id not in accounts._hook_cache
     assert (await accounts.get_account_for_hook(account_id))["id"] == account_id
     assert len(reads) == 3 and account_id in accounts._hook_cache
+
+
+async def test_a_hook_account_read_inside_a_transaction_is_its_own_and_not_cached(client):
+    from hub.db import current_engine, transaction
+    from hub.tables import Account
+
+    tenant = await make_tenant()
+    account_id = tenant.account["id"]
+    accounts.forget_cached()
+
+    class Undo(Exception):
+        pass
+
+    try:
+        async with transaction(current_engine()):
+            await Account.update({Account.token: "uncommitted"}).where(Account.id == account_id)
+            assert (await accounts.get_account_for_hook(account_id))["token"] == "uncommitted"
+            raise Undo
+    except Undo:
+        pass
+    assert account_id not in accounts._hook_cache
+    assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token

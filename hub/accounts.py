@@ -3,6 +3,7 @@ credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -82,30 +83,65 @@ async def get_account(customer_id: UUID, account_id: UUID) -> dict[str, Any]:
 # workers, a script) see it within HOOK_CACHE_S.
 HOOK_CACHE_S = 2.0
 _hook_cache: dict[UUID, tuple[float, dict[str, Any]]] = {}
+# The read under way per account: when an entry expires under load, every request then waiting
+# for it shares one query instead of each running its own.
+_hook_reads: dict[UUID, asyncio.Task] = {}
+# Bumped by forget_cached: a read that began before a change does not put its row in the cache.
+_hook_generation = 0
 
 
 def forget_cached(account_id: UUID | None = None) -> None:
-    """Drops the cached hook account (all of them without an id)."""
+    """Drops the cached hook account (all of them without an id), and any read of it under way."""
+    global _hook_generation
+    _hook_generation += 1
     if account_id is None:
         _hook_cache.clear()
+        _hook_reads.clear()
     else:
         _hook_cache.pop(account_id, None)
+        _hook_reads.pop(account_id, None)
 
 
-async def get_account_for_hook(account_id: UUID) -> dict[str, Any] | None:
-    """The account a provider webhook names, whatever its customer (the hook carries no JWT)."""
-    cached = _hook_cache.get(account_id)
+async def _read_hook_account(account_id: UUID, generation: int) -> dict[str, Any] | None:
+    """The account from the database, cached unless forget_cached ran since `generation`."""
     clock = time.monotonic()
-    if cached is not None and clock - cached[0] < HOOK_CACHE_S:
-        return dict(cached[1])
     row = await Account.select().where(Account.id == account_id, Account.tm_delete.is_null()).first()
+    if generation != _hook_generation:
+        return row  # changed meanwhile: the next request reads it again
     if row is None:
         _hook_cache.pop(account_id, None)
         return None
     if len(_hook_cache) > 10_000:
         _hook_cache.clear()
     _hook_cache[account_id] = (clock, row)
-    return dict(row)
+    return row
+
+
+def _read_done(account_id: UUID, task: asyncio.Task) -> None:
+    if _hook_reads.get(account_id) is task:
+        del _hook_reads[account_id]
+    if not task.cancelled():
+        task.exception()  # retrieved: each waiter has it raised already (none may be left)
+
+
+async def get_account_for_hook(account_id: UUID) -> dict[str, Any] | None:
+    """The account a provider webhook names, whatever its customer (the hook carries no JWT)."""
+    cached = _hook_cache.get(account_id)
+    if cached is not None and time.monotonic() - cached[0] < HOOK_CACHE_S:
+        return dict(cached[1])
+    transaction = getattr(Account._meta.db, "current_transaction", None)
+    if transaction is not None and transaction.get() is not None:
+        # Inside a transaction, the read is the caller's own (it may see its uncommitted writes).
+        row = await _read_hook_account(account_id, _hook_generation - 1)
+        return None if row is None else dict(row)
+    reading = _hook_reads.get(account_id)
+    if reading is None or reading.get_loop() is not asyncio.get_running_loop():
+        reading = asyncio.ensure_future(_read_hook_account(account_id, _hook_generation))
+        _hook_reads[account_id] = reading
+        reading.add_done_callback(lambda task: _read_done(account_id, task))
+    # Shielded: a waiter that goes away (its client disconnected) does not cancel the others' read.
+    row = await asyncio.shield(reading)
+    return None if row is None else dict(row)
 
 
 async def list_accounts(customer_id: UUID, page_size: int, page_token: str):

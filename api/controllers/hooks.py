@@ -102,7 +102,7 @@ def hook_request(request: Request) -> channels.HookRequest:
     return channels.HookRequest(
         url=f"{url}?{request.url.query}" if request.url.query else url,
         headers={k.lower(): v for k, v in request.headers.items()},
-        query=dict(request.query_params),
+        query=dict(request.query_params) if request.url.query else {},
     )
 
 

@@ -257,12 +257,44 @@ async def main(args) -> dict:
                             "-r",
                             "200",
                             "--nonblocking",
+                            *(["--native"] if args.native else []),
                         ],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
                 load_before = os.getloadavg()[0]
+                conn = await asyncpg.connect(dsn)
+                backends_sql = (
+                    "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+                )
+                backends = {r["pid"] for r in await conn.fetch(backends_sql, name)}
+                api_pids, worker_pids = _family(api.pid), _family(worker.pid)
+                before = {pid: _cpu([pid]) for pid in {*api_pids, *worker_pids, *backends}}
                 result.update(run_wrk(base, script, args.seconds, args.connections, args.threads))
+                # A backend connected during the run counts from 0.
+                backends |= {r["pid"] for r in await conn.fetch(backends_sql, name)}
+                done = max(result["requests"], 1)
+                if args.pg_backends:
+                    # Which statements the database's CPU went to: each backend's ms per request.
+                    info = await conn.fetch(
+                        "SELECT pid, backend_type, left(query, 60) AS query FROM pg_stat_activity "
+                        "WHERE datname = $1",
+                        name,
+                    )
+                    per_request = [
+                        (round((_cpu([r["pid"]]) - before.get(r["pid"], 0.0)) * 1000 / done, 3), r)
+                        for r in info
+                    ]
+                    result["pg_backends"] = [
+                        [ms, r["backend_type"], " ".join(r["query"].split())]
+                        for ms, r in sorted(per_request, key=lambda item: -item[0])
+                    ]
+                await conn.close()
+                # CPU per request: the API processes, the database's backends (the API's pool and
+                # the worker's), and the worker (the outbox relay).
+                for key, pids in (("api", api_pids), ("pg", backends), ("worker", worker_pids)):
+                    spent = sum(_cpu([pid]) - before.get(pid, 0.0) for pid in pids)
+                    result[f"{key}_cpu_ms_per_req"] = round(spent * 1000 / done, 3)
                 result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 if pyspy:
                     pyspy.wait()
@@ -387,6 +419,27 @@ async def main(args) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _family(pid: int) -> list[int]:
+    """The process and its children (uvicorn's workers when HUB_HTTP_WORKERS > 1)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        pids += [p for child in children for p in _family(int(child))]
+    return pids
+
+
+def _cpu(pids) -> float:
+    """utime + stime of the processes, in seconds (those gone since count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _rss(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -403,6 +456,8 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--pyspy", default="")
+    parser.add_argument("--native", action="store_true", help="py-spy records native (C, Cython) frames too")
+    parser.add_argument("--pg-backends", action="store_true", help="CPU per request of each database backend")
     parsed = parser.parse_args()
     if parsed.mode == "unassigned" and not parsed.requests:
         parsed.requests = 300

@@ -126,6 +126,7 @@ async def test_concurrent_messages_to_an_owned_room_keep_event_order(client):
         )
         .order_by(Event.seq)
     )
+
     # The first message's run may have replied (with a worker in the session): inbound only.
     def inbound_message(event) -> dict:
         data = json.loads(event["data"])
@@ -224,3 +225,63 @@ async def test_a_connection_given_back_inside_a_transaction_is_reset(pg_engine, 
     finally:
         for c in held:
             await pool.release(c)
+
+
+async def test_hook_account_reads_are_shared_and_a_change_meanwhile_is_not_cached(client, monkeypatch):
+    """Requests that find the hook account's cache entry expired share one query; a change made
+    while that query runs (forget_cached) keeps its row out of the cache, so the next request
+    reads the account again."""
+    tenant = await make_tenant()
+    account_id = tenant.account["id"]
+    accounts.forget_cached()
+    reads, release = [], asyncio.Event()
+    original = accounts._read_hook_account
+
+    async def slow_read(wanted, generation):
+        reads.append(wanted)
+        await release.wait()
+        return await original(wanted, generation)
+
+    monkeypatch.setattr(accounts, "_read_hook_account", slow_read)
+    waiting = [asyncio.ensure_future(accounts.get_account_for_hook(account_id)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    assert reads == [account_id]
+    release.set()
+    found = await asyncio.gather(*waiting)
+    assert {row["id"] for row in found} == {account_id} and found[0]["token"] == tenant.auth_token
+    assert len(reads) == 1 and account_id in accounts._hook_cache
+    found[0]["token"] = "changed by a caller"  # each caller has its own copy
+    assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token
+
+    accounts.forget_cached(account_id)
+    release.clear()
+    reading = asyncio.ensure_future(accounts.get_account_for_hook(account_id))
+    await asyncio.sleep(0.01)
+    accounts.forget_cached(account_id)  # a change lands while the read runs
+    release.set()
+    assert (await reading)["id"] == account_id
+    assert account_id not in accounts._hook_cache
+    assert (await accounts.get_account_for_hook(account_id))["id"] == account_id
+    assert len(reads) == 3 and account_id in accounts._hook_cache
+
+
+async def test_a_hook_account_read_inside_a_transaction_is_its_own_and_not_cached(client):
+    from hub.db import current_engine, transaction
+    from hub.tables import Account
+
+    tenant = await make_tenant()
+    account_id = tenant.account["id"]
+    accounts.forget_cached()
+
+    class Undo(Exception):
+        pass
+
+    try:
+        async with transaction(current_engine()):
+            await Account.update({Account.token: "uncommitted"}).where(Account.id == account_id)
+            assert (await accounts.get_account_for_hook(account_id))["token"] == "uncommitted"
+            raise Undo
+    except Undo:
+        pass
+    assert account_id not in accounts._hook_cache
+    assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token

@@ -94,3 +94,41 @@ def test_delivery_status_only_moves_forward():
     early_delivered = callback_changes(row(), "delivered", "")
     assert early_delivered["status"] == DONE
     assert callback_changes(row(), "sent", "") == {"delivery_status": "sent"}
+
+
+def test_twilio_signature_check_agrees_with_twilio_validate():
+    """sms.signature_valid is twilio's RequestValidator.validate with one HMAC for a valid post:
+    the same verdict for each URL form Twilio may sign (with or without the port), a signature
+    of other params or another token, a truncated one, and non-ASCII text."""
+    from twilio.request_validator import RequestValidator
+
+    params = {"Body": "héllo wörld", "From": "+15551230000", "MessageSid": "SM1", "MediaUrl0": ""}
+    urls = [
+        "https://hub.example.com/v1.0/hooks/accounts/a",
+        "https://hub.example.com:443/v1.0/hooks/accounts/a",
+        "http://127.0.0.1:8000/v1.0/hooks/accounts/a?message_id=1",
+        "http://hub/v1.0/hooks/accounts/a",
+    ]
+    checked = 0
+    for url in urls:
+        for signed_url in {
+            url,
+            url.replace(":443", ""),
+            url.replace("hub.example.com", "hub.example.com:443"),
+        }:
+            good = RequestValidator("token-1").compute_signature(signed_url, params)
+            other_params = RequestValidator("token-1").compute_signature(signed_url, {**params, "Body": "x"})
+            other_token = RequestValidator("token-2").compute_signature(signed_url, params)
+            for signature in (good, other_params, other_token, good[:-1], "é" * 28):
+                expected = RequestValidator("token-1").validate(url, params, signature)
+                assert sms.signature_valid("token-1", url, params, signature) is expected
+                checked += expected
+    assert checked == 6  # every form signed of each URL passed (and nothing else)
+    assert sms.signature_valid(
+        "token-1",
+        urls[0],
+        params,
+        RequestValidator("token-1").compute_signature(
+            "https://hub.example.com:443/v1.0/hooks/accounts/a", params
+        ),
+    )

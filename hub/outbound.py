@@ -112,8 +112,7 @@ async def create_outgoing(
     )
     try:
         async with transaction(current_engine()):
-            await Message.insert(row)
-            message = await Message.select().where(Message.id == message_id).first()
+            [message] = await Message.insert(row).returning(*Message.all_columns())
             if email_subject and account["type"] == "email":
                 await mail.record_own_subject(message, _target(participant["address"]), email_subject)
             await record_last_message(conversation, message)

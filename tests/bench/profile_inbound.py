@@ -301,8 +301,17 @@ async def main(args) -> dict:
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
+                # What the idle hub costs per second (the relay and shards poll): subtracted below,
+                # so a slower run (longer burst) does not look costlier per message.
+                idle_cpu, idle_xacts = _cpu_s(worker.pid), await _transactions(conn)
+                idle_t = time.perf_counter()
+                await asyncio.sleep(5)
+                idle_s = time.perf_counter() - idle_t
+                idle_cpu_per_s = (_cpu_s(worker.pid) - idle_cpu) / idle_s
+                idle_xacts_per_s = (await _transactions(conn) - idle_xacts) / idle_s
                 cpu_before = {"api": _cpu_s(api.pid), "worker": _cpu_s(worker.pid)}
                 threads_before = _thread_cpu_s(worker.pid)
+                xacts_before = await _transactions(conn)
                 load_before = os.getloadavg()[0]
                 started, started_wall = time.perf_counter(), time.time()
                 load = subprocess.Popen(
@@ -344,6 +353,18 @@ async def main(args) -> dict:
                     if cpu - threads_before.get(name, 0) > 0.05
                 }
                 result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                # Transactions in this database (API, worker, relay and shards together): each
+                # statement outside a transaction counts one.
+                await asyncio.sleep(1.5)  # backends report their counts within a second
+                burst_s = time.perf_counter() - started
+                xacts = await _transactions(conn) - xacts_before
+                result["db_transactions_per_run"] = round(xacts / n, 1)
+                net = xacts - idle_xacts_per_s * burst_s
+                result["db_transactions_per_run_net_of_idle"] = round(net / n, 1)
+                result["worker_idle_cpu_ms_per_s"] = round(idle_cpu_per_s * 1000, 1)
+                result["worker_cpu_ms_per_run_net_of_idle"] = round(
+                    result["worker_cpu_ms_per_run"] - idle_cpu_per_s * burst_s * 1000 / n, 1
+                )
                 if pyspy:
                     pyspy.send_signal(2)
                     pyspy.wait(timeout=30)
@@ -423,6 +444,12 @@ async def main(args) -> dict:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _transactions(conn) -> int:
+    return await conn.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    )
 
 
 def _cpu_s(pid: int) -> float:

@@ -24,7 +24,6 @@ from activities.messages import MessageActivities
 from activities.webhook_http import check_url_host, guarded_session
 from hub import activeflows, dialogues, inbound, metrics, netguard, outbound
 from hub.actions import flatten
-from hub.conversations import get_conversation
 from hub.db import is_data_error
 from hub.errors import HubError
 from hub.settings import Settings
@@ -92,18 +91,18 @@ class FlowActivities:
         customer_id = uuid.UUID(data.customer_id)
         try:
             # conversation_send: the participant outbound selection picks; message_send: the
-            # destination's own participant.
+            # destination's own participant. create_outgoing reads (and scopes) the conversation.
             participant_id = None
             if data.conversation_id:
-                conversation = await get_conversation(customer_id, uuid.UUID(data.conversation_id))
+                conversation_id = uuid.UUID(data.conversation_id)
             else:
                 room = await inbound.room_for_destination(
                     customer_id, uuid.UUID(data.account_id), data.destination
                 )
-                conversation, participant_id = room.conversation, room.participant["id"]
+                conversation_id, participant_id = room.conversation["id"], room.participant["id"]
             message, _ = await outbound.create_outgoing(
                 customer_id,
-                conversation["id"],
+                conversation_id,
                 data.text,
                 [],
                 idempotency_key=f"activeflow:{data.activeflow_id}:{data.step}",
@@ -118,7 +117,7 @@ class FlowActivities:
         delivered = await self.messages.deliver(message["id"])
         return FlowSendResult(
             message_id=str(message["id"]),
-            conversation_id=str(conversation["id"]),
+            conversation_id=str(conversation_id),
             account_id=str(message["account_id"]),
             status=delivered.status,
         )

@@ -66,6 +66,8 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         workflow_runner=workflow_runner(),
+        max_concurrent_workflow_tasks=settings.worker_workflow_tasks or None,
+        max_concurrent_local_activities=settings.worker_local_activities or None,
         activities=[
             messages.deliver_message,
             messages.fail_message,

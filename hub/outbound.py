@@ -19,7 +19,7 @@ from hub.db import current_engine, transaction
 from hub.errors import BadRequest, Conflict
 from hub.models import Media, message_out
 from hub.repo import now
-from hub.tables import Account, Conversation, Message, Participant
+from hub.tables import Account, Conversation, Message
 
 PROGRESSING, DONE, FAILED = "progressing", "done", "failed"
 
@@ -27,10 +27,9 @@ PROGRESSING, DONE, FAILED = "progressing", "done", "failed"
 @dataclass
 class Delivery:
     message: dict[str, Any]
-    conversation: dict[str, Any]
-    # The account and participant the message was recorded for (outbound selection).
+    # The account the message was recorded for (outbound selection); the participant's address
+    # and our side of it are the message's own `destination` and `source`.
     account: dict[str, Any]
-    participant: dict[str, Any] | None = None
 
     @property
     def to(self) -> str:
@@ -113,8 +112,7 @@ async def create_outgoing(
     )
     try:
         async with transaction(current_engine()):
-            await Message.insert(row)
-            message = await Message.select().where(Message.id == message_id).first()
+            [message] = await Message.insert(row).returning(*Message.all_columns())
             if email_subject and account["type"] == "email":
                 await mail.record_own_subject(message, _target(participant["address"]), email_subject)
             await record_last_message(conversation, message)
@@ -142,15 +140,12 @@ def _same_conversation(first: dict[str, Any], conversation_id: UUID) -> dict[str
 
 
 async def load_delivery(message_id: UUID) -> Delivery | None:
+    """The message and its account: what one send attempt needs (two queries per attempt)."""
     message = await Message.select().where(Message.id == message_id).first()
     if message is None:
         return None
-    conversation = await Conversation.select().where(Conversation.id == message["conversation_id"]).first()
     account = await Account.select().where(Account.id == message["account_id"]).first()
-    participant = None
-    if message.get("participant_id"):
-        participant = await Participant.select().where(Participant.id == message["participant_id"]).first()
-    return Delivery(message, conversation, account, participant)
+    return Delivery(message, account)
 
 
 # How far along a delivery is: the provider's reports only move it forward, so a late `sent`

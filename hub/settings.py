@@ -47,6 +47,12 @@ class Settings:
     # Prefix of the keys the hub keeps in Redis: deployments (or test runs) sharing one Redis differ.
     redis_key_prefix: str = "hub:"
     db_pool_size: int = 10
+    # Workflow tasks and local activities the worker runs at once (0: the Temporal SDK's 100).
+    # A burst beyond them waits in Temporal's task queue: with the SDK's 100 a burst of new flow
+    # runs shared one core so thinly that first workflow tasks (their local activities included)
+    # outlived the 10 s workflow task timeout, and were run again (TMPRL1104, "Task not found").
+    worker_workflow_tasks: int = 20
+    worker_local_activities: int = 20
     # Provider API base URLs; empty means the embedded fake providers of `hub run`.
     sms_api_url: str = ""
     line_api_url: str = ""

@@ -178,6 +178,7 @@ async def main(args) -> dict:
         }
         if args.workers:
             env["HUB_HTTP_WORKERS"] = str(args.workers)
+        env.update(item.split("=", 1) for item in args.env)
         client = None
         for _ in range(100):
             try:
@@ -311,6 +312,39 @@ async def main(args) -> dict:
                 script = wrk_script(workdir, path, requests, 1)
                 # wrk runs until all n are stored (a few repeats at the end answer as duplicates).
                 conn = await asyncpg.connect(dsn)
+                pyspy = None
+                if args.pyspy:
+                    # On-CPU samples of the worker (workflow tasks and activities) over the burst.
+                    pyspy = subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "-o",
+                            args.pyspy,
+                            "--format",
+                            "raw" if args.pyspy.endswith(".txt") else "flamegraph",
+                            "--pid",
+                            str(worker.pid),
+                            "-r",
+                            "100",
+                            "--nonblocking",
+                            "--gil",  # the thread running Python: CPU, not waits
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                # What the idle hub costs per second (the relay and shards poll): subtracted below,
+                # so a slower run (longer burst) does not look costlier per message.
+                idle_cpu, idle_xacts = _cpu_s(worker.pid), await _transactions(conn)
+                idle_t = time.perf_counter()
+                await asyncio.sleep(5)
+                idle_s = time.perf_counter() - idle_t
+                idle_cpu_per_s = (_cpu_s(worker.pid) - idle_cpu) / idle_s
+                idle_xacts_per_s = (await _transactions(conn) - idle_xacts) / idle_s
+                cpu_before = {"api": _cpu_s(api.pid), "worker": _cpu_s(worker.pid)}
+                threads_before = _thread_cpu_s(worker.pid)
+                xacts_before = await _transactions(conn)
+                load_before = os.getloadavg()[0]
                 started, started_wall = time.perf_counter(), time.time()
                 load = subprocess.Popen(
                     ["wrk", "-t1", f"-c{args.connections}", "-d120s", "--latency", "-s", str(script), base],
@@ -341,6 +375,31 @@ async def main(args) -> dict:
                     customer["id"],
                 )
                 elapsed = last.timestamp() - started_wall
+                # CPU per run: robust to the machine's load, unlike the rate.
+                for role, proc in (("api", api), ("worker", worker)):
+                    used = _cpu_s(proc.pid) - cpu_before[role]
+                    result[f"{role}_cpu_ms_per_run"] = round(used * 1000 / n, 1)
+                result["worker_threads_cpu_ms_per_run"] = {
+                    name: round((cpu - threads_before.get(name, 0)) * 1000 / n, 1)
+                    for name, cpu in _thread_cpu_s(worker.pid).items()
+                    if cpu - threads_before.get(name, 0) > 0.05
+                }
+                result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                # Transactions in this database (API, worker, relay and shards together): each
+                # statement outside a transaction counts one.
+                await asyncio.sleep(1.5)  # backends report their counts within a second
+                burst_s = time.perf_counter() - started
+                xacts = await _transactions(conn) - xacts_before
+                result["db_transactions_per_run"] = round(xacts / n, 1)
+                net = xacts - idle_xacts_per_s * burst_s
+                result["db_transactions_per_run_net_of_idle"] = round(net / n, 1)
+                result["worker_idle_cpu_ms_per_s"] = round(idle_cpu_per_s * 1000, 1)
+                result["worker_cpu_ms_per_run_net_of_idle"] = round(
+                    result["worker_cpu_ms_per_run"] - idle_cpu_per_s * burst_s * 1000 / n, 1
+                )
+                if pyspy:
+                    pyspy.send_signal(2)
+                    pyspy.wait(timeout=30)
                 await conn.close()
                 result.update(figures)
                 result["replies_done"] = done
@@ -440,6 +499,33 @@ def _cpu(pids) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+async def _transactions(conn) -> int:
+    return await conn.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    )
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process and its waited-for children have used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of the process's threads, summed by thread name (Python's main thread, the
+    workflow thread pool, the Temporal core's Rust threads...)."""
+    totals: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = re.sub(r"[-_]?\d+$", "", stat[stat.index("(") + 1 : stat.rindex(")")])
+        fields = stat.rsplit(")", 1)[1].split()
+        totals[name] = totals.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
 def _rss(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -458,6 +544,7 @@ if __name__ == "__main__":
     parser.add_argument("--pyspy", default="")
     parser.add_argument("--native", action="store_true", help="py-spy records native (C, Cython) frames too")
     parser.add_argument("--pg-backends", action="store_true", help="CPU per request of each database backend")
+    parser.add_argument("--env", action="append", default=[], help="HUB_X=value for serve and worker")
     parsed = parser.parse_args()
     if parsed.mode == "unassigned" and not parsed.requests:
         parsed.requests = 300

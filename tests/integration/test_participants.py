@@ -361,7 +361,7 @@ async def test_replies_go_through_the_last_active_participant(any_engine, channe
     )
     assert named["participant_id"] == second_participant["id"] and named["channel"] == channel.name
     delivery = await outbound.load_delivery(named["id"])
-    assert delivery.participant["id"] == second_participant["id"]
+    assert delivery.message["participant_id"] == second_participant["id"]
     assert (delivery.to, delivery.account["id"]) == (p.second_target, p.second_account["id"])
 
 

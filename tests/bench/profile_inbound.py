@@ -257,8 +257,8 @@ async def main(args) -> dict:
                             str(int(args.seconds)),
                             "-r",
                             "200",
-                            "--nonblocking",
-                            *(["--native"] if args.native else []),
+                            # py-spy reads native stacks only by pausing the process.
+                            *(["--native"] if args.native else ["--nonblocking"]),
                         ],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,

@@ -12,23 +12,14 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 
-from tests.bench.__main__ import PG_ADMIN_DSN
+from tests.bench.__main__ import PG_ADMIN_DSN, process_cpu_seconds
 from tests.helpers import signed_sms, sms_params
 
 ROOMS = 200
 PUBLIC_URL = "http://hub.test"
-
-
-def _cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def call(app, path: str, body: bytes, headers: dict[str, str]) -> int:
@@ -107,7 +98,7 @@ async def main(n: int, in_flight: int) -> str:
                 assert await call(app, *request) == 200
             backends_sql = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
             backends = {r["pid"] for r in await conn.fetch(backends_sql, name)}
-            before = {pid: _cpu(pid) for pid in backends}
+            before = {pid: process_cpu_seconds(pid) for pid in backends}
             mine, started = time.process_time(), time.perf_counter()
             gate = asyncio.Semaphore(in_flight)
 
@@ -118,7 +109,7 @@ async def main(n: int, in_flight: int) -> str:
             await asyncio.gather(*(one(request) for request in posts[2 * ROOMS :]))
             elapsed, mine = time.perf_counter() - started, time.process_time() - mine
             backends |= {r["pid"] for r in await conn.fetch(backends_sql, name)}
-            pg = sum(_cpu(pid) - before.get(pid, 0.0) for pid in backends)
+            pg = sum(process_cpu_seconds(pid) - before.get(pid, 0.0) for pid in backends)
             await conn.close()
         return (
             f"n={n} req/s={n / elapsed:.0f} api_cpu_ms={mine * 1000 / n:.3f} pg_cpu_ms={pg * 1000 / n:.3f} "

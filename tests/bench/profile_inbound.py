@@ -32,8 +32,11 @@ import httpx
 from tests.bench.__main__ import (
     PG_ADMIN_DSN,
     REPO,
+    cpu_seconds,
     percentile,
     pg_bare_insert,
+    process_cpu_seconds,
+    process_tree,
     temporal_bare,
     wait_http,
 )
@@ -269,8 +272,8 @@ async def main(args) -> dict:
                     "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
                 )
                 backends = {r["pid"] for r in await conn.fetch(backends_sql, name)}
-                api_pids, worker_pids = _family(api.pid), _family(worker.pid)
-                before = {pid: _cpu([pid]) for pid in {*api_pids, *worker_pids, *backends}}
+                api_pids, worker_pids = process_tree(api.pid), process_tree(worker.pid)
+                before = {pid: process_cpu_seconds(pid) for pid in {*api_pids, *worker_pids, *backends}}
                 result.update(run_wrk(base, script, args.seconds, args.connections, args.threads))
                 # A backend connected during the run counts from 0.
                 backends |= {r["pid"] for r in await conn.fetch(backends_sql, name)}
@@ -283,7 +286,7 @@ async def main(args) -> dict:
                         name,
                     )
                     per_request = [
-                        (round((_cpu([r["pid"]]) - before.get(r["pid"], 0.0)) * 1000 / done, 3), r)
+                        (round((process_cpu_seconds(r["pid"]) - before.get(r["pid"], 0)) * 1000 / done, 3), r)
                         for r in info
                     ]
                     result["pg_backends"] = [
@@ -294,7 +297,7 @@ async def main(args) -> dict:
                 # CPU per request: the API processes, the database's backends (the API's pool and
                 # the worker's), and the worker (the outbox relay).
                 for key, pids in (("api", api_pids), ("pg", backends), ("worker", worker_pids)):
-                    spent = sum(_cpu([pid]) - before.get(pid, 0.0) for pid in pids)
+                    spent = sum(process_cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids)
                     result[f"{key}_cpu_ms_per_req"] = round(spent * 1000 / done, 3)
                 result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 if pyspy:
@@ -335,14 +338,14 @@ async def main(args) -> dict:
                     )
                 # What the idle hub costs per second (the relay and shards poll): subtracted below,
                 # so a slower run (longer burst) does not look costlier per message.
-                idle_cpu, idle_xacts = _cpu_s(worker.pid), await _transactions(conn)
+                idle_cpu, idle_xacts = cpu_seconds(worker.pid), await _transactions(conn)
                 idle_t = time.perf_counter()
                 await asyncio.sleep(5)
                 idle_s = time.perf_counter() - idle_t
-                idle_cpu_per_s = (_cpu_s(worker.pid) - idle_cpu) / idle_s
+                idle_cpu_per_s = (cpu_seconds(worker.pid) - idle_cpu) / idle_s
                 idle_xacts_per_s = (await _transactions(conn) - idle_xacts) / idle_s
-                cpu_before = {"api": _cpu_s(api.pid), "worker": _cpu_s(worker.pid)}
-                threads_before = _thread_cpu_s(worker.pid)
+                cpu_before = {"api": cpu_seconds(api.pid), "worker": cpu_seconds(worker.pid)}
+                threads_before = _threadcpu_seconds(worker.pid)
                 xacts_before = await _transactions(conn)
                 load_before = os.getloadavg()[0]
                 started, started_wall = time.perf_counter(), time.time()
@@ -377,11 +380,11 @@ async def main(args) -> dict:
                 elapsed = last.timestamp() - started_wall
                 # CPU per run: robust to the machine's load, unlike the rate.
                 for role, proc in (("api", api), ("worker", worker)):
-                    used = _cpu_s(proc.pid) - cpu_before[role]
+                    used = cpu_seconds(proc.pid) - cpu_before[role]
                     result[f"{role}_cpu_ms_per_run"] = round(used * 1000 / n, 1)
                 result["worker_threads_cpu_ms_per_run"] = {
                     name: round((cpu - threads_before.get(name, 0)) * 1000 / n, 1)
-                    for name, cpu in _thread_cpu_s(worker.pid).items()
+                    for name, cpu in _threadcpu_seconds(worker.pid).items()
                     if cpu - threads_before.get(name, 0) > 0.05
                 }
                 result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -478,40 +481,13 @@ async def main(args) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _family(pid: int) -> list[int]:
-    """The process and its children (uvicorn's workers when HUB_HTTP_WORKERS > 1)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        pids += [p for child in children for p in _family(int(child))]
-    return pids
-
-
-def _cpu(pids) -> float:
-    """utime + stime of the processes, in seconds (those gone since count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 async def _transactions(conn) -> int:
     return await conn.fetchval(
         "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
     )
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process and its waited-for children have used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _thread_cpu_s(pid: int) -> dict[str, float]:
+def _threadcpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds of the process's threads, summed by thread name (Python's main thread, the
     workflow thread pool, the Temporal core's Rust threads...)."""
     totals: dict[str, float] = {}

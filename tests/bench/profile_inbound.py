@@ -246,25 +246,16 @@ async def main(args) -> dict:
                 # A short warm-up on other message ids, then the measured run.
                 pyspy = None
                 if args.pyspy:
-                    pyspy = subprocess.Popen(
-                        [
-                            str(Path(sys.executable).parent / "py-spy"),
-                            "record",
-                            "-o",
-                            args.pyspy,
-                            *(["--format", "raw"] if args.pyspy.endswith(".txt") else []),
-                            "--pid",
-                            str(api.pid),
-                            "--subprocesses",
-                            "-d",
-                            str(int(args.seconds)),
-                            "-r",
-                            "200",
-                            # py-spy reads native stacks only by pausing the process.
-                            *(["--native"] if args.native else ["--nonblocking"]),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
+                    pyspy = start_pyspy(
+                        args.pyspy,
+                        api.pid,
+                        "--subprocesses",
+                        "-d",
+                        str(int(args.seconds)),
+                        "-r",
+                        "200",
+                        # py-spy reads native stacks only by pausing the process.
+                        *(["--native"] if args.native else ["--nonblocking"]),
                     )
                 load_before = os.getloadavg()[0]
                 conn = await asyncpg.connect(dsn)
@@ -318,23 +309,13 @@ async def main(args) -> dict:
                 pyspy = None
                 if args.pyspy:
                     # On-CPU samples of the worker (workflow tasks and activities) over the burst.
-                    pyspy = subprocess.Popen(
-                        [
-                            str(Path(sys.executable).parent / "py-spy"),
-                            "record",
-                            "-o",
-                            args.pyspy,
-                            "--format",
-                            "raw" if args.pyspy.endswith(".txt") else "flamegraph",
-                            "--pid",
-                            str(worker.pid),
-                            "-r",
-                            "100",
-                            "--nonblocking",
-                            "--gil",  # the thread running Python: CPU, not waits
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
+                    pyspy = start_pyspy(
+                        args.pyspy,
+                        worker.pid,
+                        "-r",
+                        "100",
+                        "--nonblocking",
+                        "--gil",  # the thread running Python: CPU, not waits
                     )
                 # What the idle hub costs per second (the relay and shards poll): subtracted below,
                 # so a slower run (longer burst) does not look costlier per message.
@@ -414,26 +395,8 @@ async def main(args) -> dict:
                 if args.pyspy:
                     # Wall-clock (--idle): where one message's latency goes, waits included.
                     for role, proc in (("api", api), ("worker", worker)):
-                        spies.append(
-                            subprocess.Popen(
-                                [
-                                    str(Path(sys.executable).parent / "py-spy"),
-                                    "record",
-                                    "--idle",
-                                    "-o",
-                                    args.pyspy.replace(".", f".{role}.", 1),
-                                    "--format",
-                                    "raw" if args.pyspy.endswith(".txt") else "flamegraph",
-                                    "--pid",
-                                    str(proc.pid),
-                                    "-r",
-                                    "200",
-                                    "--nonblocking",
-                                ],
-                                stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL,
-                            )
-                        )
+                        out = args.pyspy.replace(".", f".{role}.", 1)
+                        spies.append(start_pyspy(out, proc.pid, "--idle", "-r", "200", "--nonblocking"))
                 conn = await asyncpg.connect(dsn)
                 lat = []
                 for i in range(args.requests):
@@ -479,6 +442,25 @@ async def main(args) -> dict:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_pyspy(out: str, pid: int, *options: str) -> subprocess.Popen:
+    """py-spy recording `pid` into `out` (collapsed stacks for a .txt, else a flame graph)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-o",
+            out,
+            "--format",
+            "raw" if out.endswith(".txt") else "flamegraph",
+            "--pid",
+            str(pid),
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def _transactions(conn) -> int:

@@ -70,7 +70,7 @@ async def bootstrap(customer_name: str, username: str, password: str) -> tuple[d
 async def authenticate(username: str, password: str) -> dict[str, Any]:
     row = await Agent.select().where(Agent.username == username, Agent.tm_delete.is_null()).first()
     # Verify against a dummy hash for unknown users so timing does not reveal usernames.
-    password_hash = row["password_hash"] if row else _DUMMY_HASH
+    password_hash = row["password_hash"] if row else auth.dummy_hash()
     if not await auth.verify_password(password_hash, password) or row is None:
         raise Unauthorized("wrong username or password")
     return row
@@ -142,5 +142,3 @@ async def delete_agent(customer_id: UUID, agent_id: UUID) -> dict[str, Any]:
         await conversations.unassign_all(customer_id, agent_id)
     return row
 
-
-_DUMMY_HASH = auth._hasher.hash("not-a-real-password")

@@ -25,6 +25,23 @@ PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_ADMIN_DSN", "postgresql://postgres@12
 from tests.helpers import JWT_SECRET, PUBLIC_URL, free_port, serving  # noqa: E402
 
 
+def _cheap_password_hashing() -> None:
+    """Argon2 at the product's cost (hub.auth.PASSWORD_HASHER, ~0.25 s a hash here) was most of the
+    API tests' time: they create agents and log in hundreds of times (482 hashes in three files,
+    2 min 45 s against 16 s with this hasher). The tests in this process hash and verify with the
+    same algorithm at its lowest cost; `hub serve`, `hub run` and `hub bootstrap` started as
+    processes by the tests keep the product's parameters, and tests/unit/test_password_hashing.py
+    checks those and that hashes of either cost verify."""
+    from argon2 import PasswordHasher
+
+    from hub import auth
+
+    auth._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+_cheap_password_hashing()
+
+
 def _database_dsn(name: str) -> str:
     base, _, _ = PG_ADMIN_DSN.rpartition("/")
     return f"{base}/{name}"

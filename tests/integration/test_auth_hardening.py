@@ -171,10 +171,19 @@ async def test_throttle_backends_count_alike(settings, backend):
 
 
 class CountingHasher(argon2.PasswordHasher):
-    """Argon2 as the hub uses it, recording the parameters of every hash it verifies."""
+    """Argon2 as the hub uses it (the parameters of the hasher in use: the product's, or the
+    suite's cheaper one, see tests/conftest.py), recording the parameters of every hash it verifies."""
 
     def __init__(self) -> None:
-        super().__init__()
+        current = auth._hasher
+        super().__init__(
+            time_cost=current.time_cost,
+            memory_cost=current.memory_cost,
+            parallelism=current.parallelism,
+            hash_len=current.hash_len,
+            salt_len=current.salt_len,
+            type=current.type,
+        )
         self.verified: list[argon2.Parameters] = []
 
     def verify(self, hash, password):  # noqa: A002 - argon2's own parameter name

@@ -539,14 +539,20 @@ async def webhook_figures(
 ) -> dict:
     """Outbox events to a verifying receiver, beside the same HTTP client posting the same bodies."""
     endpoint = f"http://127.0.0.1:{port}/hooks/hub"
-    configured_at = datetime.now(UTC)
-    _, secret = await webhooks.configure(customer_id, {"webhook_uri": endpoint}, allow_private=True)
+    # The receiver listens before the endpoint is set: the relay queues deliveries from that moment
+    # (late events of the earlier phases, in the same conversations), and an attempt refused by a
+    # receiver still starting waits for its retry (5 s) with its conversation's later events behind
+    # it: one such post held back the COPY's events of its conversation and halved the figure.
+    secret = webhooks.new_secret()
+    await conn.execute("UPDATE customers SET webhook_secret = $1 WHERE id = $2", secret, customer_id)
     receiver = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.receiver", str(port), secret], cwd=REPO, start_new_session=True
     )
     procs.append(receiver)
     stats_url = f"http://127.0.0.1:{port}/stats"
     await wait_http(stats_url)
+    configured_at = datetime.now(UTC)
+    await webhooks.configure(customer_id, {"webhook_uri": endpoint}, allow_private=True)
     data = msgspec.json.encode({"message": {"text": "x" * 200, "direction": "incoming"}}).decode()
     async with httpx.AsyncClient(timeout=30) as http:
         # Bare: the hub's webhook client (activities/webhook_http.py) posting from this process with
@@ -632,7 +638,7 @@ async def webhook_figures(
             ours,
         )
         others = await conn.fetch(
-            "SELECT d.event_type, e.tm_create < $3 AS before FROM webhook_deliveries d "
+            "SELECT d.event_type, e.tm_create < $3 AS before, d.attempts FROM webhook_deliveries d "
             "JOIN events e ON e.seq = d.event_seq WHERE d.customer_id = $1 AND NOT (d.event_id = ANY($2))",
             customer_id,
             ours,
@@ -662,6 +668,9 @@ async def webhook_figures(
         "webhooks_distinct_ids": after["ids"],
         "webhooks_retried_deliveries": len(retried),
         "webhooks_other_deliveries": len(others),
+        # Of those, the ones that took more than one attempt: each holds back its conversation's
+        # later events (the COPY's among them) until its retry.
+        "webhooks_other_retried": sum(r["attempts"] > 1 for r in others),
     }
 
 

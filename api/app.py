@@ -45,7 +45,7 @@ from api.readiness import Readiness, readyz
 from api.stream import channels_plugin
 from api.strict import strict_input
 from api.throttle import LoginThrottle
-from hub import db
+from hub import db, inbound
 from hub.settings import Settings
 
 log = logging.getLogger("hub.api")
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi.install(app)
         engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
+        inbound.configure_group_commit(settings.inbound_group_commit_max)
         app.state.engine = engine
         app.state.temporal = await temporal.connect(settings, lazy=True)
         app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s))

@@ -9,13 +9,14 @@ from typing import Any
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
-from hub import activeflows, dialogues, events, inbound_pg, participants
+from hub import activeflows, dialogues, events, inbound_pg, metrics, participants
 from hub.accounts import CONVERSATION_TYPE
 from hub.addresses import Address, normalize_target, normalize_tel
 from hub.channels import InboundMessage  # noqa: F401 - the channels build it; importable from here
 from hub.conversations import record_last_message
 from hub.db import current_engine, transaction
 from hub.errors import BadRequest
+from hub.group_commit import GroupCommit
 from hub.models import MessageReceived, conversation_out, last_message_json, message_out
 from hub.repo import now
 from hub.tables import Account, Conversation, Message
@@ -144,21 +145,20 @@ async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -
     fields = _message_fields(account, room, {"id": ids.participant_id}, inbound, peer, stamp)
     message = {**_MESSAGE_DEFAULTS, **fields}
     summary = last_message_json(message)
-    async with engine.pool.acquire() as conn:
-        outcome, conversation, latest = await inbound_pg.store_in_owned_room(
-            conn,
-            message,
-            summary,
-            # Plain (id, type, data) rows: the statement adds the room's customer and owner.
-            [
-                inbound_pg.OutboxEvent(uuid.uuid4(), kind, msgspec.json.encode(data).decode())
-                for kind, data in _message_event_data(ids.conversation_id, message)
-            ],
-            ids,
-            peer.type,
-            peer.target,
-            flow_possible=account.get("message_flow_id") is not None,
-        )
+    write = inbound_pg.OwnedRoomWrite(
+        message,
+        summary,
+        # Plain (id, type, data) rows: the statement adds the room's customer and owner.
+        [
+            inbound_pg.OutboxEvent(uuid.uuid4(), kind, msgspec.json.encode(data).decode())
+            for kind, data in _message_event_data(ids.conversation_id, message)
+        ],
+        ids,
+        peer.type,
+        peer.target,
+        flow_possible=account.get("message_flow_id") is not None,
+    )
+    outcome, conversation, latest = await _owned_room_writer(engine.pool).submit(write)
     if outcome == "elsewhere":
         return None
     if outcome == "duplicate":
@@ -166,6 +166,40 @@ async def _store_in_owned_room(engine, inbound: InboundMessage, peer: Address) -
     if latest:
         conversation = {**conversation, "tm_last_message": stamp, "last_message": summary}
     return InboundResult(conversation, message, conversation_created=False, duplicate=False)
+
+
+# The group commit of each PostgreSQL pool (one per process, or per test's event loop).
+_writers: dict[int, tuple[Any, GroupCommit]] = {}
+_group_commit_max = 64
+
+
+def configure_group_commit(max_batch: int) -> None:
+    """HUB_INBOUND_GROUP_COMMIT_MAX: how many owned-room messages one commit may hold."""
+    global _group_commit_max
+    _group_commit_max = max(1, max_batch)
+    for _, writer in _writers.values():
+        writer.max_batch = _group_commit_max
+
+
+def _owned_room_writer(pool) -> GroupCommit:
+    entry = _writers.get(id(pool))
+    if entry is not None and entry[0] is pool:
+        return entry[1]
+    for key, (other, _) in list(_writers.items()):
+        if other.is_closing():
+            del _writers[key]
+
+    async def write_one(write: inbound_pg.OwnedRoomWrite):
+        async with pool.acquire() as conn:
+            return await inbound_pg.store_in_owned_room(conn, *write)
+
+    async def write_many(writes: list[inbound_pg.OwnedRoomWrite]):
+        async with pool.acquire() as conn:
+            return await inbound_pg.store_many_in_owned_rooms(conn, writes)
+
+    writer = GroupCommit(write_one, write_many, _group_commit_max, metrics.INBOUND_GROUP_COMMIT.observe)
+    _writers[id(pool)] = (pool, writer)
+    return writer
 
 
 # Every column of a new message row with its default (what Message(...) fills in), so the hot path

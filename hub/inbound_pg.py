@@ -214,3 +214,149 @@ async def store_in_owned_room(
     if row["stored"] != 1:
         return "duplicate", conversation, False
     return "stored", conversation, row["latest"] == 1
+
+
+# --- several messages of the kind above at once: one statement, one commit (group commit) ----
+
+# The message columns the caller gives, as `m_<name>` in the statement's item rows.
+_M_ARRAYS = [f"${i + 2}::{_M_TYPES[name]}[]" for i, name in enumerate(_M_GIVEN)]
+_K = len(_M_GIVEN) + 2  # the first parameter after the message columns
+_I_COLUMNS = ", ".join(
+    ["n", *(f"m_{name}" for name in _M_GIVEN)]
+    + ["stamp", "customer_id", "account_id", "address_type", "target", "flow_possible", "last_message"]
+    + ["ph_c", "ph_p"]
+)
+_BATCH_M_VALUES = [
+    {"conversation_id": "ci.c_id", "participant_id": "ci.p_id"}.get(name, f"ci.m_{name}")
+    for name in _M_COLUMNS
+]
+
+_STORE_MANY = f"""
+WITH i AS (
+  SELECT * FROM unnest($1::int[], {", ".join(_M_ARRAYS)}, ${_K}::timestamptz[], ${_K + 1}::uuid[],
+                       ${_K + 2}::uuid[], ${_K + 3}::text[], ${_K + 4}::text[], ${_K + 5}::bool[],
+                       ${_K + 6}::text[], ${_K + 7}::text[], ${_K + 8}::text[])
+    AS i({_I_COLUMNS})
+), s AS (
+  SELECT customer_id, account_id, address_type, target, max(stamp) AS stamp,
+         bool_or(flow_possible) AS flow_possible
+  FROM i GROUP BY customer_id, account_id, address_type, target
+  -- Participants (then their conversations) locked in one order by every batch, as far as the
+  -- plan follows it: two batches of two API processes rarely deadlock (a deadlocked batch is
+  -- written again message by message).
+  ORDER BY customer_id, account_id, address_type, target
+), p AS (
+  UPDATE participants pa SET tm_last_active = s.stamp
+  FROM s
+  WHERE pa.customer_id = s.customer_id AND pa.account_id = s.account_id
+    AND pa.address_type = s.address_type AND pa.target = s.target
+    AND pa.tm_delete IS NULL AND pa.conversation_status = '{participants.OPEN}'
+  RETURNING pa.id, pa.conversation_id, pa.customer_id, pa.account_id, pa.address_type, pa.target,
+            s.flow_possible
+), c AS (
+  SELECT {", ".join(f"c.{name} AS c_{name}" for name in _C_COLUMNS)}, p.id AS p_id,
+         p.customer_id AS p_customer_id, p.account_id AS p_account_id,
+         p.address_type AS p_address_type, p.target AS p_target
+  FROM p JOIN conversations c ON c.id = p.conversation_id
+  WHERE (c.owner_id <> '{NIL_UUID}' OR NOT p.flow_possible)
+    AND NOT EXISTS (SELECT 1 FROM activeflows a WHERE a.conversation_id = c.id AND a.status = 'running')
+  FOR UPDATE OF c
+), ci AS (
+  SELECT i.*, c.*
+  FROM i JOIN c ON c.p_customer_id = i.customer_id AND c.p_account_id = i.account_id
+                AND c.p_address_type = i.address_type AND c.p_target = i.target
+), m AS (
+  INSERT INTO messages ({", ".join(_M_COLUMNS)})
+  SELECT {", ".join(_BATCH_M_VALUES)}
+  FROM ci ORDER BY ci.n
+  ON CONFLICT DO NOTHING
+  RETURNING id
+), l AS (
+  SELECT DISTINCT ON (ci.c_id) ci.c_id, ci.n, ci.stamp, ci.last_message
+  FROM ci JOIN m ON m.id = ci.m_id
+  ORDER BY ci.c_id, ci.stamp DESC, ci.n DESC
+), last AS (
+  UPDATE conversations SET tm_last_message = l.stamp, last_message = l.last_message
+  FROM l
+  WHERE conversations.id = l.c_id
+    AND (conversations.tm_last_message IS NULL OR conversations.tm_last_message <= l.stamp)
+  RETURNING l.n
+), e AS (
+  INSERT INTO events (id, customer_id, conversation_id, owner_id, type, data)
+  SELECT u.id, ci.c_customer_id, ci.c_id, ci.c_owner_id, u.type,
+         replace(replace(u.data, ci.ph_c, ci.c_id::text), ci.ph_p, ci.p_id::text)
+  FROM unnest(${_K + 9}::int[], ${_K + 10}::uuid[], ${_K + 11}::text[], ${_K + 12}::text[])
+       WITH ORDINALITY AS u(n, id, type, data, k)
+  JOIN ci ON ci.n = u.n
+  WHERE EXISTS (SELECT 1 FROM m WHERE m.id = ci.m_id)
+  ORDER BY u.k
+  RETURNING seq
+)
+SELECT i.n, EXISTS (SELECT 1 FROM m WHERE m.id = i.m_id) AS stored,
+       EXISTS (SELECT 1 FROM last WHERE last.n = i.n) AS latest, (SELECT count(*) FROM e) AS events,
+       {", ".join(f"ci.c_{name}" for name in _C_COLUMNS)}, ci.p_id
+FROM i LEFT JOIN ci ON ci.n = i.n
+ORDER BY i.n
+"""
+
+
+class OwnedRoomWrite(NamedTuple):
+    """One inbound message for store_in_owned_room, as its arguments."""
+
+    message: dict[str, Any]
+    last_message: str
+    events: list[OutboxEvent]
+    ids: Placeholders
+    address_type: str
+    target: str
+    flow_possible: bool
+
+
+async def store_many_in_owned_rooms(
+    conn, writes: list[OwnedRoomWrite]
+) -> list[tuple[str, dict[str, Any] | None, bool]]:
+    """store_in_owned_room for several messages in one statement (so one commit), each with the
+    same outcome it would have alone. Messages to one conversation are stored, and their events
+    written, in list order; the conversation's last message is the latest of them. A message is
+    "elsewhere" when another message of the batch from its address says its account may start a
+    flow and the conversation has no owner (the general path then decides)."""
+    event_n: list[int] = []
+    event_ids: list[UUID] = []
+    event_types: list[str] = []
+    event_data: list[str] = []
+    for n, write in enumerate(writes):
+        for event in write.events:
+            event_n.append(n)
+            event_ids.append(event.id)
+            event_types.append(event.type)
+            event_data.append(event.data)
+    rows = await conn.fetch(
+        _STORE_MANY,
+        list(range(len(writes))),
+        *[[w.message[name] for w in writes] for name in _M_GIVEN],
+        [w.message["tm_create"] for w in writes],
+        [w.message["customer_id"] for w in writes],
+        [w.message["account_id"] for w in writes],
+        [w.address_type for w in writes],
+        [w.target for w in writes],
+        [w.flow_possible for w in writes],
+        [w.last_message for w in writes],
+        [str(w.ids.conversation_id) for w in writes],
+        [str(w.ids.participant_id) for w in writes],
+        event_n,
+        event_ids,
+        event_types,
+        event_data,
+    )
+    outcomes: list[tuple[str, dict[str, Any] | None, bool]] = []
+    for write, row in zip(writes, rows, strict=True):
+        if row["c_id"] is None:
+            outcomes.append(("elsewhere", None, False))
+            continue
+        conversation = {name: row[f"c_{name}"] for name in _C_COLUMNS}
+        write.message["conversation_id"], write.message["participant_id"] = conversation["id"], row["p_id"]
+        if not row["stored"]:
+            outcomes.append(("duplicate", conversation, False))
+        else:
+            outcomes.append(("stored", conversation, row["latest"]))
+    return outcomes

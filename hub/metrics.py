@@ -36,6 +36,11 @@ CONVERSATIONS_CLOSED = Counter(
     "Conversations closed, by reason (api, flow, inactivity)",
     ["reason"],
 )
+INBOUND_GROUP_COMMIT = Histogram(
+    "hub_inbound_group_commit_messages",
+    "Inbound messages to conversations that start no flow written per commit (PostgreSQL group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 HTTP_REQUEST_DURATION = Histogram(
     "hub_http_request_duration_seconds",
     "API request latency, by method, route template and status code",

@@ -47,6 +47,10 @@ class Settings:
     # Prefix of the keys the hub keeps in Redis: deployments (or test runs) sharing one Redis differ.
     redis_key_prefix: str = "hub:"
     db_pool_size: int = 10
+    # Inbound messages to conversations that start no flow, written by group commit on
+    # PostgreSQL (hub/group_commit.py): the ones arriving together share one statement and one
+    # commit, at most this many (1: each message alone).
+    inbound_group_commit_max: int = 64
     # Workflow tasks and local activities the worker runs at once (0: the Temporal SDK's 100).
     # A burst beyond them waits in Temporal's task queue: with the SDK's 100 a burst of new flow
     # runs shared one core so thinly that first workflow tasks (their local activities included)

@@ -27,8 +27,10 @@ async def open_owned_room(client, tenant, sender: str) -> dict:
         tenant.customer_id, "nap", "", [ActionIn(id="a", type="sleep", option={"duration_ms": 3_600_000})]
     )
     await accounts.update_account(tenant.customer_id, tenant.account["id"], {"message_flow_id": flow["id"]})
-    assert (await post(client, tenant, sender=sender, body="first")).status_code == 200
-    [conversation] = await Conversation.select().where(Conversation.customer_id == tenant.customer_id)
+    sid = "SM" + uuid.uuid4().hex
+    assert (await post(client, tenant, sender=sender, body="first", sid=sid)).status_code == 200
+    [first] = await Message.select(Message.conversation_id).where(Message.provider_message_id == sid)
+    conversation = await Conversation.select().where(Conversation.id == first["conversation_id"]).first()
     # The first message started a run; say it is over by the time an agent takes over.
     assert await Activeflow.count().where(Activeflow.conversation_id == conversation["id"]) == 1
     await Activeflow.update({Activeflow.status: "ended"}).where(
@@ -285,3 +287,123 @@ async def test_a_hook_account_read_inside_a_transaction_is_its_own_and_not_cache
         pass
     assert account_id not in accounts._hook_cache
     assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token
+
+
+# --- group commit (hub/group_commit.py): messages arriving together share one statement ------
+
+
+def spy_batches(monkeypatch, fail: bool = False) -> list[list[str]]:
+    """Records each batch statement's outcomes; with `fail`, each batch is written and then
+    rolled back with an error (as a deadlock or a dropped connection would end it)."""
+    batches: list[list[str]] = []
+    original = inbound_pg.store_many_in_owned_rooms
+
+    async def spy(conn, writes):
+        if not fail:
+            outcomes = await original(conn, writes)
+            batches.append([o[0] for o in outcomes])
+            return outcomes
+        async with conn.transaction():
+            outcomes = await original(conn, writes)
+            batches.append([o[0] for o in outcomes])
+            raise RuntimeError("the batch is lost after its statement")
+
+    monkeypatch.setattr(inbound_pg, "store_many_in_owned_rooms", spy)
+    return batches
+
+
+async def check_burst_stored(tenant, rooms: dict[str, dict], sids: dict[str, list[str]]) -> None:
+    """Every sid once, each room's events in message order (created then received, per message),
+    its last message the latest, its participant active as of its latest message."""
+    for sender, conversation in rooms.items():
+        for sid in set(sids[sender]):
+            assert await Message.count().where(Message.provider_message_id == sid) == 1, sid
+        stored = (
+            await Message.select()
+            .where(Message.conversation_id == conversation["id"], Message.direction == "incoming")
+            .order_by(Message.tm_create)
+        )
+        assert len(stored) == 1 + len(set(sids[sender]))  # the room's first message and the burst
+        events = (
+            await Event.select(Event.type, Event.data)
+            .where(
+                Event.conversation_id == conversation["id"],
+                Event.type.is_in(["conversation_message_created", "conversation_message_received"]),
+            )
+            .order_by(Event.seq)
+        )
+        inbound_events = []
+        for event in events:
+            data = json.loads(event["data"])
+            message = data["message"] if event["type"] == "conversation_message_received" else data
+            if message["direction"] == "incoming":
+                inbound_events.append((event["type"], message["id"], data))
+        assert [(t, m) for t, m, _ in inbound_events] == [
+            (kind, str(m["id"]))
+            for m in stored
+            for kind in ("conversation_message_created", "conversation_message_received")
+        ]
+        for _, _, data in inbound_events:
+            assert data["conversation_id"] == str(conversation["id"])  # the room's id, not a placeholder
+        row = await Conversation.select().where(Conversation.id == conversation["id"]).first()
+        assert row["tm_last_message"] == stored[-1]["tm_create"]
+        assert json.loads(row["last_message"])["id"] == str(stored[-1]["id"])
+        [participant] = await Participant.select().where(Participant.conversation_id == conversation["id"])
+        assert participant["tm_last_active"] == stored[-1]["tm_create"]
+        assert {m["participant_id"] for m in stored} == {participant["id"]}
+
+
+async def burst(client, tenant, senders: list[str], per_room: int) -> tuple[list, dict[str, list[str]]]:
+    """`per_room` messages from each sender at once, interleaved, each room's 1st sid posted twice."""
+    posts, sids = [], {sender: [] for sender in senders}
+    for i in range(per_room):
+        for sender in senders:
+            sid = sids[sender][0] if i == per_room - 1 else "SM" + uuid.uuid4().hex
+            sids[sender].append(sid)
+            posts.append(post(client, tenant, sender=sender, body=f"{sender} {i}", sid=sid))
+    return await asyncio.gather(*posts), sids
+
+
+async def test_a_burst_to_owned_rooms_is_group_committed_with_each_messages_outcome(client, monkeypatch):
+    tenant = await make_tenant()
+    senders = ["+14155550111", "+14155550112", "+14155550113"]
+    rooms = {sender: await open_owned_room(client, tenant, sender) for sender in senders}
+    batches = spy_batches(monkeypatch)
+    responses, sids = await burst(client, tenant, senders, per_room=15)
+    assert {r.status_code for r in responses} == {200}
+    assert max(len(b) for b in batches) > 1  # messages did share statements
+    outcomes = [o for b in batches for o in b]
+    assert outcomes.count("duplicate") <= len(senders)  # a resent sid in the same batch as its first
+    await check_burst_stored(tenant, rooms, sids)
+
+
+async def test_a_failed_group_commit_writes_each_message_alone_and_once(client, monkeypatch):
+    tenant = await make_tenant()
+    senders = ["+14155550114", "+14155550115"]
+    rooms = {sender: await open_owned_room(client, tenant, sender) for sender in senders}
+    batches = spy_batches(monkeypatch, fail=True)
+    responses, sids = await burst(client, tenant, senders, per_room=12)
+    assert {r.status_code for r in responses} == {200}
+    assert batches and max(len(b) for b in batches) > 1  # batches were tried, and undone
+    await check_burst_stored(tenant, rooms, sids)
+
+
+async def test_a_batch_leaves_a_room_that_may_start_a_flow_to_the_general_path(client, monkeypatch):
+    tenant = await make_tenant()
+    owned, unowned = "+14155550116", "+14155550117"
+    rooms = {owned: await open_owned_room(client, tenant, owned)}
+    free = await open_owned_room(client, tenant, unowned)
+    response = await client.put(
+        f"/v1.0/conversations/{free['id']}",
+        json={"owner_id": str(uuid.UUID(int=0))},
+        headers=tenant.admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    batches = spy_batches(monkeypatch)
+    responses, sids = await burst(client, tenant, [owned, unowned], per_room=10)
+    assert {r.status_code for r in responses} == {200}
+    assert "elsewhere" in [o for b in batches for o in b]
+    await check_burst_stored(tenant, rooms, {owned: sids[owned]})
+    for sid in set(sids[unowned]):
+        [message] = await Message.select().where(Message.provider_message_id == sid)
+        assert message["conversation_id"] == free["id"]

@@ -314,7 +314,7 @@ def spy_batches(monkeypatch, fail: bool = False) -> list[list[str]]:
 
 async def check_burst_stored(tenant, rooms: dict[str, dict], sids: dict[str, list[str]]) -> None:
     """Every sid once, each room's events in message order (created then received, per message),
-    its last message the latest, its participant active as of its latest message."""
+    its last message the latest, its participant active as of its latest message or later."""
     for sender, conversation in rooms.items():
         for sid in set(sids[sender]):
             assert await Message.count().where(Message.provider_message_id == sid) == 1, sid
@@ -349,7 +349,8 @@ async def check_burst_stored(tenant, rooms: dict[str, dict], sids: dict[str, lis
         assert row["tm_last_message"] == stored[-1]["tm_create"]
         assert json.loads(row["last_message"])["id"] == str(stored[-1]["id"])
         [participant] = await Participant.select().where(Participant.conversation_id == conversation["id"])
-        assert participant["tm_last_active"] == stored[-1]["tm_create"]
+        # (a resent message touches it too, as on the one-message path)
+        assert participant["tm_last_active"] >= stored[-1]["tm_create"]
         assert {m["participant_id"] for m in stored} == {participant["id"]}
 
 

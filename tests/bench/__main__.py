@@ -392,8 +392,13 @@ async def main() -> dict:
                 )
                 for i in range(ASSIGNED_N)
             ]
+            commits_before = await group_commits(http)
             run = replay(wrk, base, requests, WRK_THREADS, ASSIGNED_CONNECTIONS)
             check_run(run, ASSIGNED_N, "assigned")
+            messages, commits = (
+                after - before
+                for after, before in zip(await group_commits(http), commits_before, strict=True)
+            )
             stored = await conn.fetchval(
                 "SELECT count(*) FROM messages WHERE customer_id = $1 AND text LIKE 'a%' "
                 "AND direction = 'incoming'",
@@ -404,7 +409,13 @@ async def main() -> dict:
                 "inbound_assigned_per_s": round(run.per_s, 1),
                 "inbound_assigned_p50_ms": round(run.p50_ms, 1),
                 "inbound_assigned_p99_ms": round(run.p99_ms, 1),
+                # hub_inbound_group_commit_messages over the run: messages per commit on average.
+                "inbound_assigned_messages_per_commit": round(messages / commits, 1) if commits else 0.0,
             }
+            log(
+                f"assigned: {run.per_s:.0f}/s, {messages:.0f} messages in {commits:.0f} commits "
+                f"on the group-commit path"
+            )
 
             log(f"webhooks: {WEBHOOK_N} outbox events to a local receiver, and {WEBHOOK_N} bare posts")
             result |= await webhook_figures(
@@ -528,6 +539,20 @@ async def reply_done_at(conn, customer_id, peer: str) -> float:
             return done.timestamp()
         await asyncio.sleep(0.005)
     raise RuntimeError(f"no reply to {peer} within 60 s")
+
+
+async def group_commits(http: httpx.AsyncClient) -> tuple[float, float]:
+    """The API's hub_inbound_group_commit_messages histogram: (messages, commits) so far."""
+    text = (await http.get("/metrics")).text
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("hub_inbound_group_commit_messages_sum", "hub_inbound_group_commit_messages_count"):
+            found[name] = float(value)
+    return (
+        found.get("hub_inbound_group_commit_messages_sum", 0.0),
+        found.get("hub_inbound_group_commit_messages_count", 0.0),
+    )
 
 
 async def receiver_stats(http: httpx.AsyncClient, url: str) -> dict:

@@ -16,6 +16,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
+from piccolo.engine.postgres import PostgresEngine
 from redis.asyncio import Redis
 
 from api import openapi, temporal
@@ -45,7 +46,7 @@ from api.readiness import Readiness, readyz
 from api.stream import channels_plugin
 from api.strict import strict_input
 from api.throttle import LoginThrottle
-from hub import db, inbound
+from hub import accounts, db, inbound
 from hub.settings import Settings
 
 log = logging.getLogger("hub.api")
@@ -92,6 +93,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = await db.open_engine(settings.resolved_database_url)
         await db.start(engine, settings.db_pool_size)
         inbound.configure_group_commit(settings.inbound_group_commit_max)
+        # Other API processes' account changes reach this one's hook-account cache (PostgreSQL).
+        account_changes = accounts.AccountChanges(engine) if isinstance(engine, PostgresEngine) else None
+        if account_changes is not None:
+            account_changes.start()
         app.state.engine = engine
         app.state.temporal = await temporal.connect(settings, lazy=True)
         app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.provider_timeout_s))
@@ -107,6 +112,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await redis.aclose()
             await app.state.http.aclose()
             await hooks.finish_recording()
+            if account_changes is not None:
+                await account_changes.stop()
             await db.stop(engine)
 
     app = Litestar(

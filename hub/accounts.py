@@ -4,13 +4,18 @@ credentials."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
 from hub.addresses import normalize_tel
+from hub.db import pg_fetch
 from hub.errors import BadRequest
 from hub.flows import check_flow_reference
 from hub.pagination import fetch_page
@@ -21,6 +26,7 @@ ACCOUNT_TYPES = ("sms", "line", "email")
 CONVERSATION_TYPE = {"sms": "message", "line": "line", "email": "email"}
 EMAIL_FIELDS = ("address", "smtp_host", "smtp_port", "smtp_security", "smtp_username", "smtp_password")
 SMTP_SECURITY = ("starttls", "tls", "none")
+log = logging.getLogger(__name__)
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
 
 
@@ -79,9 +85,12 @@ async def get_account(customer_id: UUID, account_id: UUID) -> dict[str, Any]:
 
 # The accounts provider hooks named lately, with their credentials: every inbound message needs
 # its account before anything else, and reading it each time was a tenth of the hook's work. A
-# change through this module drops the entry at once; other processes (several `hub serve`
-# workers, a script) see it within HOOK_CACHE_S.
+# change through this module drops the entry at once. On PostgreSQL the change is also announced
+# (NOTIFY on ACCOUNT_CHANGES) and every API process listening (AccountChanges) drops its entry when
+# the notice arrives, a few milliseconds after the commit; a process whose listening connection is
+# down sees the change within HOOK_CACHE_S, the entries' lifetime, as before.
 HOOK_CACHE_S = 2.0
+ACCOUNT_CHANGES = "hub_account_changed"
 _hook_cache: dict[UUID, tuple[float, dict[str, Any]]] = {}
 # The read under way per account: when an entry expires under load, every request then waiting
 # for it shares one query instead of each running its own.
@@ -169,6 +178,7 @@ async def update_account(customer_id: UUID, account_id: UUID, values: dict[str, 
         return await update_scoped(Account, customer_id, account_id, values)
     finally:
         forget_cached(account_id)  # a hook that read the account meanwhile cached the old row
+        await _announce(account_id)
 
 
 async def delete_account(customer_id: UUID, account_id: UUID) -> dict[str, Any]:
@@ -176,3 +186,75 @@ async def delete_account(customer_id: UUID, account_id: UUID) -> dict[str, Any]:
         return await soft_delete(Account, customer_id, account_id)
     finally:
         forget_cached(account_id)
+        await _announce(account_id)
+
+
+async def _announce(account_id: UUID) -> None:
+    """Tells the other processes' caches (AccountChanges) that the account changed: on PostgreSQL a
+    NOTIFY, delivered when the change's transaction commits (at once outside one). Best effort: a
+    process that misses it still drops the entry within HOOK_CACHE_S."""
+    engine = Account._meta.db
+    if not isinstance(engine, PostgresEngine):
+        return  # SQLite: one process serves the API (HUB_HTTP_WORKERS applies to PostgreSQL)
+    try:
+        await pg_fetch(engine, "SELECT pg_notify($1, $2)", [ACCOUNT_CHANGES, str(account_id)])
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("account change not announced: %s (others see it within %s s)", exc, HOOK_CACHE_S)
+
+
+class AccountChanges:
+    """LISTEN for other processes' account changes (PostgreSQL): each notice drops that account's
+    cache entry. Runs on its own connection (the pool's connections never LISTEN); when it is lost
+    the whole cache is dropped (notices may have been missed) and it reconnects, backing off from
+    0.5 s to 10 s. Meanwhile the entries' lifetime (HOOK_CACHE_S) bounds how stale one can be."""
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self._engine = engine
+        self._task: asyncio.Task | None = None
+        self.listening = asyncio.Event()
+        self.connection = None  # the listening connection, while there is one
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="account-changes")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    @staticmethod
+    def _notice(_connection, _pid, _channel, payload: str) -> None:
+        try:
+            forget_cached(UUID(payload))
+        except ValueError:
+            forget_cached()
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._listen()
+                backoff = 0.5
+                log.warning("account change notices lost; listening again in %s s", backoff)
+            except Exception as exc:  # noqa: BLE001 - whatever broke the connection, listen again
+                log.warning("cannot listen for account changes: %s; retrying in %s s", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(10.0, backoff * 2)
+
+    async def _listen(self) -> None:
+        """Listens until the connection is lost."""
+        lost = asyncio.Event()
+        connection = self.connection = await self._engine.get_new_connection()
+        try:
+            connection.add_termination_listener(lambda _connection: lost.set())
+            await connection.add_listener(ACCOUNT_CHANGES, self._notice)
+            forget_cached()  # what was cached before listening may have changed unheard
+            self.listening.set()
+            await lost.wait()
+        finally:
+            self.listening.clear()
+            self.connection = None
+            forget_cached()
+            if not connection.is_closed():
+                connection.terminate()

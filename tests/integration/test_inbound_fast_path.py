@@ -20,6 +20,18 @@ async def post(client, tenant, token: str | None = None, **kwargs):
     return await client.post(path, content=body, headers=headers)
 
 
+async def message_events(conversation_id) -> list[dict]:
+    """The conversation's message_created / _received events, in outbox order."""
+    return (
+        await Event.select(Event.type, Event.data)
+        .where(
+            Event.conversation_id == conversation_id,
+            Event.type.is_in(["conversation_message_created", "conversation_message_received"]),
+        )
+        .order_by(Event.seq)
+    )
+
+
 async def open_owned_room(client, tenant, sender: str) -> dict:
     """A conversation with `sender`, owned by the tenant's agent, at an account with a flow."""
     # A flow that only waits: with a worker in the session its runs write nothing meanwhile.
@@ -36,13 +48,17 @@ async def open_owned_room(client, tenant, sender: str) -> dict:
     await Activeflow.update({Activeflow.status: "ended"}).where(
         Activeflow.conversation_id == conversation["id"]
     )
+    await set_owner(client, tenant, conversation, tenant.agent.id)
+    return conversation
+
+
+async def set_owner(client, tenant, conversation: dict, owner_id) -> None:
     response = await client.put(
         f"/v1.0/conversations/{conversation['id']}",
-        json={"owner_id": str(tenant.agent.id)},
+        json={"owner_id": str(owner_id)},
         headers=tenant.admin.headers,
     )
     assert response.status_code == 200, response.text
-    return conversation
 
 
 async def test_message_to_an_owned_room_is_stored_with_its_events_and_starts_no_flow(client, monkeypatch):
@@ -120,14 +136,7 @@ async def test_concurrent_messages_to_an_owned_room_keep_event_order(client):
     conversation = await open_owned_room(client, tenant, sender)
     responses = await asyncio.gather(*[post(client, tenant, sender=sender, body=f"m{i}") for i in range(30)])
     assert {r.status_code for r in responses} == {200}
-    events = (
-        await Event.select(Event.type, Event.data)
-        .where(
-            Event.conversation_id == conversation["id"],
-            Event.type.is_in(["conversation_message_created", "conversation_message_received"]),
-        )
-        .order_by(Event.seq)
-    )
+    events = await message_events(conversation["id"])
 
     # The first message's run may have replied (with a worker in the session): inbound only.
     def inbound_message(event) -> dict:
@@ -158,12 +167,7 @@ async def test_unowned_room_with_a_flow_still_starts_one_run(client):
     tenant = await make_tenant()
     sender = "+14155550104"
     conversation = await open_owned_room(client, tenant, sender)
-    response = await client.put(
-        f"/v1.0/conversations/{conversation['id']}",
-        json={"owner_id": str(uuid.UUID(int=0))},
-        headers=tenant.admin.headers,
-    )
-    assert response.status_code == 200, response.text
+    await set_owner(client, tenant, conversation, uuid.UUID(int=0))  # nobody
     before = await Activeflow.count().where(Activeflow.conversation_id == conversation["id"])
     sid = "SM" + uuid.uuid4().hex
     assert (await post(client, tenant, sender=sender, body="unowned", sid=sid)).status_code == 200
@@ -289,6 +293,80 @@ async def test_a_hook_account_read_inside_a_transaction_is_its_own_and_not_cache
     assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token
 
 
+async def until(condition, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time"
+        await asyncio.sleep(0.01)
+
+
+async def test_an_account_change_in_another_process_reaches_this_ones_cache_at_once(pg, monkeypatch):
+    """Several API processes (HUB_HTTP_WORKERS, replicas): another process's change is announced
+    by NOTIFY and drops this process's entry long before the entry would expire; a lost listening
+    connection drops every entry and listens again."""
+    monkeypatch.setattr(accounts, "HOOK_CACHE_S", 600.0)  # only the notice can drop the entry
+    tenant = await make_tenant()
+    account_id = tenant.account["id"]
+    listener = accounts.AccountChanges(pg)
+    listener.start()
+    other = await pg.get_new_connection()  # the other process's connection
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 10)
+        assert (await accounts.get_account_for_hook(account_id))["token"] == tenant.auth_token
+        assert account_id in accounts._hook_cache
+        # What the other process's update_account writes and announces.
+        await other.execute("UPDATE accounts SET token = 'rotated' WHERE id = $1", account_id)
+        await other.execute("SELECT pg_notify($1, $2)", accounts.ACCOUNT_CHANGES, str(account_id))
+        await until(lambda: account_id not in accounts._hook_cache)
+        assert (await accounts.get_account_for_hook(account_id))["token"] == "rotated"
+
+        # The listening connection is lost (a PostgreSQL restart, a network cut).
+        assert account_id in accounts._hook_cache
+        first = listener.connection.get_server_pid()
+        await other.execute("SELECT pg_terminate_backend($1)", first)
+        await until(lambda: account_id not in accounts._hook_cache)
+        await until(lambda: listener.listening.is_set() and listener.connection.get_server_pid() != first)
+        await accounts.get_account_for_hook(account_id)
+        await other.execute("SELECT pg_notify($1, $2)", accounts.ACCOUNT_CHANGES, str(account_id))
+        await until(lambda: account_id not in accounts._hook_cache)
+    finally:
+        await listener.stop()
+        await other.close()
+    assert listener.connection is None
+
+
+async def test_the_api_listens_for_account_changes(client, pg):
+    """The app (served by uvicorn in the tests' loop) holds a connection that LISTENs."""
+    other = await pg.get_new_connection()
+    try:
+        for _ in range(500):
+            listening = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = $1",
+                f'LISTEN "{accounts.ACCOUNT_CHANGES}"',
+            )
+            if listening:
+                break
+            await asyncio.sleep(0.01)
+        assert listening >= 1
+    finally:
+        await other.close()
+
+
+async def test_update_and_delete_account_announce_the_change(pg):
+    tenant = await make_tenant()
+    account_id = tenant.account["id"]
+    heard: list[str] = []
+    other = await pg.get_new_connection()
+    await other.add_listener(accounts.ACCOUNT_CHANGES, lambda *args: heard.append(args[-1]))
+    try:
+        await accounts.update_account(tenant.customer_id, account_id, {"token": "rotated"})
+        await until(lambda: heard == [str(account_id)])
+        await accounts.delete_account(tenant.customer_id, account_id)
+        await until(lambda: heard == [str(account_id)] * 2)
+    finally:
+        await other.close()
+
+
 # --- group commit (hub/group_commit.py): messages arriving together share one statement ------
 
 
@@ -324,14 +402,7 @@ async def check_burst_stored(tenant, rooms: dict[str, dict], sids: dict[str, lis
             .order_by(Message.tm_create)
         )
         assert len(stored) == 1 + len(set(sids[sender]))  # the room's first message and the burst
-        events = (
-            await Event.select(Event.type, Event.data)
-            .where(
-                Event.conversation_id == conversation["id"],
-                Event.type.is_in(["conversation_message_created", "conversation_message_received"]),
-            )
-            .order_by(Event.seq)
-        )
+        events = await message_events(conversation["id"])
         inbound_events = []
         for event in events:
             data = json.loads(event["data"])
@@ -394,12 +465,7 @@ async def test_a_batch_leaves_a_room_that_may_start_a_flow_to_the_general_path(c
     owned, unowned = "+14155550116", "+14155550117"
     rooms = {owned: await open_owned_room(client, tenant, owned)}
     free = await open_owned_room(client, tenant, unowned)
-    response = await client.put(
-        f"/v1.0/conversations/{free['id']}",
-        json={"owner_id": str(uuid.UUID(int=0))},
-        headers=tenant.admin.headers,
-    )
-    assert response.status_code == 200, response.text
+    await set_owner(client, tenant, free, uuid.UUID(int=0))  # nobody
     batches = spy_batches(monkeypatch)
     responses, sids = await burst(client, tenant, [owned, unowned], per_room=10)
     assert {r.status_code for r in responses} == {200}

@@ -204,3 +204,48 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+
+
+def _dump_asyncio_tasks(*_args) -> None:
+    """Every pending asyncio task's stack, into a file named on stderr (pytest captures the
+    streams): `kill -USR1 <pytest pid>` when the suite hangs, and by itself when the session's
+    teardown takes more than 90 s."""
+    import asyncio
+    import io
+
+    out = io.StringIO()
+    for task in list(asyncio.tasks._all_tasks):  # every loop's
+        if task.done():
+            continue
+        print(task.get_name(), file=out)
+        awaiting = task.get_coro()
+        while awaiting is not None:  # the chain of awaits, outermost first
+            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=out)
+            awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
+    path = Path(tempfile.gettempdir()) / f"hub-tests-{os.getpid()}-tasks.txt"
+    path.write_text(out.getvalue())
+    os.write(sys.__stderr__.fileno(), f"\nasyncio tasks written to {path}\n".encode())
+
+
+def pytest_configure(config):
+    import signal
+
+    signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    if nextitem is not None:
+        yield
+        return
+    import threading
+
+    watchdog = threading.Timer(90, _dump_asyncio_tasks)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()

@@ -98,9 +98,22 @@ async def _reset_if_needed(connection) -> None:
         await connection.reset()
 
 
+# How long stop() lets the connections in use finish before it closes them regardless.
+POOL_CLOSE_TIMEOUT_S = 10.0
+
+
 async def stop(engine: Engine) -> None:
-    if isinstance(engine, PostgresEngine) and engine.pool:
-        await engine.close_connection_pool()
+    """Closes the pool: waits for the connections in use to come back, at most
+    POOL_CLOSE_TIMEOUT_S, then terminates the rest (a transaction left waiting on something that
+    never ends must not keep a shutdown waiting forever; PostgreSQL rolls it back)."""
+    if not (isinstance(engine, PostgresEngine) and engine.pool):
+        return
+    try:
+        # Cancelled by the timeout, asyncpg's close() terminates every connection.
+        await asyncio.wait_for(engine.pool.close(), POOL_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("database connections still in use after %s s: closed regardless", POOL_CLOSE_TIMEOUT_S)
+    engine.pool = None
 
 
 async def pg_fetch(engine: PostgresEngine, sql: str, args: list[Any]) -> list[Any]:

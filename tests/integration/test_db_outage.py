@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import httpx
@@ -49,3 +50,29 @@ async def test_database_outage_is_503_and_recovers(settings, pg_engine, pg):
         .output(as_list=True)
     )
     assert sorted(texts) == ["after", "before"]
+
+
+async def test_a_connection_never_given_back_does_not_keep_the_shutdown_waiting(settings, pg, monkeypatch):
+    """hub.db.stop waits POOL_CLOSE_TIMEOUT_S for the connections in use, then closes them: the
+    transaction left open is rolled back by PostgreSQL, and the pool is gone."""
+    from hub import db
+
+    monkeypatch.setattr(db, "POOL_CLOSE_TIMEOUT_S", 0.5)
+    engine = await db.open_engine(settings.resolved_database_url)
+    await engine.start_connection_pool(min_size=1, max_size=2)  # its own pool; the tables stay bound
+    held = await engine.pool.acquire()
+    await held.execute("BEGIN")
+    pid = held.get_server_pid()
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(db.stop(engine), 10)
+    assert asyncio.get_running_loop().time() - started < 5 and engine.pool is None
+    other = await pg.get_new_connection()
+    try:
+        for _ in range(200):  # the backend ends once it sees its client gone
+            if not await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the held connection's backend is still there")
+    finally:
+        await other.close()

@@ -84,6 +84,10 @@ async def seed(http: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[str]]:
     flow = await made("POST", "/v1.0/flows", {"name": "seed", "actions": actions})
     account_id = str(tenant.account["id"])
     await made("PUT", f"/v1.0/accounts/{account_id}", {"message_flow_id": flow["id"]})
+    # The endpoint first: whichever relay takes the events below (this call, or the session's
+    # in-process worker, which works on whatever database the tables are bound to) queues their
+    # deliveries for it.
+    await made("PUT", "/v1.0/customer", {"webhook_uri": "https://192.0.0.9/never-sent"})
     # Signed inbound messages: two conversations, each with a message and an activeflow.
     conversations = [str(await open_conversation(http, tenant)) for _ in range(2)]
     await made("PUT", f"/v1.0/conversations/{conversations[1]}", {"owner_id": str(tenant.agent.id)})
@@ -95,7 +99,6 @@ async def seed(http: httpx.AsyncClient, tenant: Tenant) -> dict[str, list[str]]:
     activeflows = [a["id"] for a in (await made("GET", "/v1.0/activeflows"))["result"]]
     assert len(messages) == len(activeflows) == 2, (messages, activeflows)
     # Webhook deliveries of those events, as a worker's relay queues them (none sends them here).
-    await made("PUT", "/v1.0/customer", {"webhook_uri": "https://192.0.0.9/never-sent"})
     await dispatch.relay_batch(100)
     deliveries = [d["id"] for d in (await made("GET", "/v1.0/webhook_deliveries"))["result"]]
     assert deliveries

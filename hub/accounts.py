@@ -174,30 +174,33 @@ async def update_account(customer_id: UUID, account_id: UUID, values: dict[str, 
         values.update(_check_email(current["type"], merged))
     forget_cached(account_id)
     try:
-        return await update_scoped(Account, customer_id, account_id, values)
+        updated = await update_scoped(Account, customer_id, account_id, values)
     finally:
         forget_cached(account_id)  # a hook that read the account meanwhile cached the old row
-        await _announce(account_id)
+    await _announce(account_id)
+    return updated
 
 
 async def delete_account(customer_id: UUID, account_id: UUID) -> dict[str, Any]:
     try:
-        return await soft_delete(Account, customer_id, account_id)
+        deleted = await soft_delete(Account, customer_id, account_id)
     finally:
         forget_cached(account_id)
-        await _announce(account_id)
+    await _announce(account_id)
+    return deleted
 
 
 async def _announce(account_id: UUID) -> None:
     """Tells the other processes' caches (AccountChanges) that the account changed: on PostgreSQL a
     NOTIFY, delivered when the change's transaction commits (at once outside one). Best effort: a
-    process that misses it still drops the entry within HOOK_CACHE_S."""
+    process that misses it (or a change whose write failed part-way, not announced) still drops
+    the entry within HOOK_CACHE_S."""
     engine = Account._meta.db
     if not isinstance(engine, PostgresEngine):
         return  # SQLite: one process serves the API (HUB_HTTP_WORKERS applies to PostgreSQL)
     try:
         await pg_fetch(engine, "SELECT pg_notify($1, $2)", [ACCOUNT_CHANGES, str(account_id)])
-    except Exception as exc:  # noqa: BLE001 - in a `finally`: never hides the change's own outcome
+    except Exception as exc:  # noqa: BLE001 - the change is made: its caller gets its answer
         log.warning("account change not announced: %s (others see it within %s s)", exc, HOOK_CACHE_S)
 
 

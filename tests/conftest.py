@@ -214,7 +214,14 @@ def _dump_asyncio_tasks(*_args) -> None:
     import io
 
     out = io.StringIO()
-    for task in list(asyncio.tasks._all_tasks):  # every loop's
+    tasks = []
+    for _ in range(10):  # from the watchdog's thread the set may change while it is copied
+        try:
+            tasks = list(asyncio.tasks._all_tasks)  # every loop's
+            break
+        except RuntimeError:
+            continue
+    for task in tasks:
         if task.done():
             continue
         print(task.get_name(), file=out)

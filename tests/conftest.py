@@ -207,9 +207,9 @@ def pytest_unconfigure(config):
 
 
 def _dump_asyncio_tasks(*_args) -> None:
-    """Every pending asyncio task's stack, into a file named on stderr (pytest captures the
-    streams): `kill -USR1 <pytest pid>` when the suite hangs, and by itself when the session's
-    teardown takes more than 90 s."""
+    """Every pending asyncio task's chain of awaits, into $TMPDIR/hub-tests-<pid>-tasks.txt:
+    `kill -USR1 <pytest pid>` when the suite hangs, and by itself when the session's teardown
+    takes more than 90 s (the path also goes to stderr, where pytest may capture it)."""
     import asyncio
     import io
 

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import inspect
 import itertools
 import json
 import secrets
@@ -224,10 +225,13 @@ def signed_line(account_id, channel_secret: str, events: list[dict]) -> tuple[st
 
 
 async def wait_for(predicate, within: float = 20.0, interval: float = 0.1):
-    """Polls an async predicate until it returns something truthy; fails the test on timeout."""
+    """Polls a predicate (async or plain) until it returns something truthy; fails the test on
+    timeout."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
-        value = await predicate()
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
